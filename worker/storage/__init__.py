@@ -1,0 +1,79 @@
+"""Durable storage: the ``Store`` seam, its two backends, and sessions on top of it.
+
+``open_store`` is the one place that chooses a backend, so the worker, the CLI's
+import/export/log commands and tests all get the same store for the same settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from worker.storage.base import (
+    CorruptObject,
+    InstrumentedStore,
+    OnRequest,
+    StorageError,
+    StorageUnavailable,
+    Store,
+    check_key,
+    check_prefix,
+)
+from worker.storage.codec import decode_segment, encode_segment
+from worker.storage.local import LocalStore
+from worker.storage.minio import MinioStore
+from worker.storage.sessions import (
+    CompactResult,
+    LoadedSession,
+    SessionMeta,
+    SessionStore,
+    utc_now_iso,
+    validate_session_id,
+)
+
+__all__ = [
+    "CompactResult",
+    "CorruptObject",
+    "InstrumentedStore",
+    "LoadedSession",
+    "LocalStore",
+    "MinioStore",
+    "OnRequest",
+    "SessionMeta",
+    "SessionStore",
+    "StorageError",
+    "StorageUnavailable",
+    "Store",
+    "check_key",
+    "check_prefix",
+    "decode_segment",
+    "encode_segment",
+    "open_store",
+    "utc_now_iso",
+    "validate_session_id",
+]
+
+
+def open_store(
+    *,
+    endpoint: str | None = None,
+    port: int = 9000,
+    bucket: str = "sessions",
+    access_key: str = "",
+    secret_key: str = "",
+    secure: bool = False,
+    storage_dir: Path | str = Path(".collab/storage"),
+    on_request: OnRequest | None = None,
+) -> Store:
+    """MinIO when ``endpoint`` is set, else the local store under ``storage_dir``.
+
+    Nothing is contacted here; the first request (or ``check()``) connects, so building the
+    store never blocks start-up.  Pass ``on_request`` to count every request for metrics.
+    """
+    store: Store
+    if endpoint:
+        store = MinioStore(endpoint, port, bucket, access_key, secret_key, secure)
+    else:
+        store = LocalStore(Path(storage_dir))
+    if on_request is not None:
+        store = InstrumentedStore(store, on_request)
+    return store

@@ -1,0 +1,306 @@
+"""Real processes and sockets for tests: workers in-process or as subprocesses, and clients.
+
+Clients here speak the wire protocols directly (JSON, and y-websocket framing with pycrdt docs);
+interoperability with third-party clients is tested separately with their own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+from pycrdt import Doc, Map, Text
+
+from worker.app import create_app
+from worker.protocol import yjs
+from worker.server import Server, uvicorn_config
+from worker.settings import Settings, StorageSettings
+from worker.storage import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def settings_for(storage: StorageSettings, **kw: Any) -> Settings:
+    base: dict[str, Any] = dict(
+        host="127.0.0.1", port=free_port(), worker_id="w-test", flush_interval_ms=100,
+        session_idle_ms=60_000, storage=storage, drain_timeout_ms=5_000,
+    )
+    base.update(kw)
+    return Settings(**base)
+
+
+@dataclass
+class RunningWorker:
+    settings: Settings
+    server: Server
+    app: Any
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.settings.port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.settings.port}"
+
+    @property
+    def manager(self) -> Any:
+        return self.app.state.worker.manager
+
+
+@asynccontextmanager
+async def run_worker(settings: Settings, store: Store | None = None) -> AsyncIterator[RunningWorker]:
+    """A real uvicorn worker on a free loopback port, in this event loop."""
+    app = create_app(settings, store)
+    config = uvicorn_config(app, settings.host, settings.port, settings.max_message_bytes)
+    server = Server(config)
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("worker exited during start-up")
+        if time.monotonic() > deadline:
+            raise TimeoutError("worker did not start within 10 s")
+        await asyncio.sleep(0.01)
+    try:
+        yield RunningWorker(settings, server, app)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 20)
+
+
+class WorkerProcess:
+    """``collab worker`` as a real subprocess, for signals and restarts."""
+
+    def __init__(self, env: dict[str, str], port: int | None = None, log: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.env = {**os.environ, **env, "PORT": str(self.port), "LOG_FORMAT": "json"}
+        self.log_path = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 20) -> None:
+        if self.log_path is not None:
+            with open(self.log_path, "ab") as out:  # the child keeps its own copy of the fd
+                self.proc = subprocess.Popen([sys.executable, "-m", "worker"], env=self.env,
+                                             cwd=ROOT, stdout=out, stderr=out)
+        else:
+            self.proc = subprocess.Popen([sys.executable, "-m", "worker"], env=self.env, cwd=ROOT,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient() as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"worker exited with {self.proc.returncode} at start")
+                try:
+                    r = await http.get(f"{self.http}/readyz", timeout=1)
+                    if r.status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise TimeoutError("worker not ready in time")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise TimeoutError("worker did not exit in time")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    async def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.signal(signal.SIGTERM)
+        return await self.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class JsonClient:
+    """The seed's JSON protocol over a real WebSocket."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.inbox: list[dict[str, Any]] = []
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, url: str, path: str = "/") -> AsyncIterator[JsonClient]:
+        async with websockets.connect(url + path, max_size=None) as ws:
+            yield cls(ws)
+
+    async def send(self, message: dict[str, Any] | str) -> None:
+        await self.ws.send(message if isinstance(message, str) else json.dumps(message))
+
+    async def recv(self, kind: str | None = None, timeout: float = 5) -> dict[str, Any]:
+        """Next message (of ``kind``, keeping the others in ``inbox``)."""
+        for i, m in enumerate(self.inbox):
+            if kind is None or m.get("type") == kind:
+                return self.inbox.pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {kind or 'message'} within {timeout}s; got {self.inbox}")
+            m = json.loads(await asyncio.wait_for(self.ws.recv(), left))
+            if kind is None or m.get("type") == kind:
+                return m
+            self.inbox.append(m)
+
+    async def request(self, message: dict[str, Any], kind: str) -> dict[str, Any]:
+        await self.send(message)
+        return await self.recv(kind)
+
+    async def join(self, session: str, user: str) -> dict[str, Any]:
+        return await self.request({"type": "join", "sessionId": session, "userId": user}, "joined")
+
+    async def file_op(self, **data: Any) -> dict[str, Any]:
+        await self.send({"type": "fileOperation", "data": data})
+        reply = await self.recv_any(("fileOperationSuccess", "error"))
+        return reply
+
+    async def recv_any(self, kinds: tuple[str, ...], timeout: float = 5) -> dict[str, Any]:
+        for i, m in enumerate(self.inbox):
+            if m.get("type") in kinds:
+                return self.inbox.pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = json.loads(await asyncio.wait_for(self.ws.recv(), max(0.01, deadline - time.monotonic())))
+            if m.get("type") in kinds:
+                return m
+            self.inbox.append(m)
+
+    async def get_file(self, path: str) -> str | None:
+        reply = await self.request({"type": "getFile", "data": {"path": path}}, "fileContent")
+        content: str | None = reply["data"]["content"]
+        return content
+
+    async def get_files(self, path: str | None = None) -> list[str]:
+        message: dict[str, Any] = {"type": "getFiles"}
+        if path is not None:
+            message["data"] = {"path": path}
+        reply = await self.request(message, "files")
+        files: list[str] = reply["data"]
+        return files
+
+
+@dataclass
+class YjsClient:
+    """A minimal y-websocket peer around a pycrdt Doc (our framing, real socket)."""
+
+    ws: Any
+    doc: Doc = field(default_factory=Doc)
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    received: int = 0
+    close_code: int | None = None
+    close_reason: str = ""
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, url: str, room: str) -> AsyncIterator[YjsClient]:
+        async with websockets.connect(f"{url}/yjs/{room}", max_size=None) as ws:
+            client = cls(ws)
+            reader = asyncio.create_task(client._read())
+            await client.ws.send(yjs.sync_step1(client.doc.get_state()))
+            try:
+                yield client
+            finally:
+                reader.cancel()
+
+    @property
+    def text(self) -> Text:
+        return self.doc.get("content", type=Text)
+
+    @property
+    def files(self) -> Map:
+        return self.doc.get("files", type=Map)
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                frame = yjs.parse(raw)
+                self.received += 1
+                if frame.kind != yjs.MSG_SYNC:
+                    continue
+                if frame.step == yjs.SYNC_STEP1:
+                    await self.ws.send(yjs.sync_step2(self.doc.get_update(frame.payload)))
+                else:
+                    self.doc.apply_update(frame.payload)
+                    if frame.step == yjs.SYNC_STEP2:
+                        self.synced.set()
+                    self.changed.set()
+        except websockets.ConnectionClosed as exc:
+            if exc.rcvd is not None:
+                self.close_code, self.close_reason = exc.rcvd.code, exc.rcvd.reason
+        finally:
+            self.changed.set()
+
+    async def edit(self, change: Callable[[Text], None]) -> None:
+        sv = self.doc.get_state()
+        change(self.text)
+        await self.ws.send(yjs.update_message(self.doc.get_update(sv)))
+
+    async def insert(self, index: int, value: str) -> None:
+        await self.edit(lambda t: t.insert(index, value))
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            left = deadline - time.monotonic()
+            if left <= 0 or self.ws.close_code is not None and not predicate():
+                raise TimeoutError(f"condition not met; text={str(self.text)!r}")
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), left)
+            except TimeoutError:
+                pass
+
+    async def wait_text(self, expected: str, timeout: float = 5) -> None:
+        await self.wait_for(lambda: str(self.text) == expected, timeout)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout}s")
+        await asyncio.sleep(0.02)

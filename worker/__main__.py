@@ -1,0 +1,40 @@
+"""``python -m worker``: Settings.from_env() → create_app(settings) → uvicorn."""
+
+from __future__ import annotations
+
+import sys
+
+import anyio
+import structlog
+
+from .app import create_app
+from .logs import configure_logging
+from .server import serve, uvicorn_config
+from .settings import ConfigError, Settings
+
+
+def run(settings: Settings) -> None:
+    configure_logging(settings.log_format)
+    app = create_app(settings)
+    config = uvicorn_config(app, settings.host, settings.port, settings.max_message_bytes)
+
+    async def drain() -> None:
+        state = getattr(app.state, "worker", None)
+        if state is not None:
+            structlog.get_logger("worker").info("signal_received", action="drain")
+            await state.manager.drain(settings.drain_timeout_ms / 1000)
+
+    anyio.run(serve, config, drain, backend_options={"use_uvloop": True})
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"collab worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    run(settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""``create_app(settings)``: the worker's one lifespan and its routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from .admin import require_admin
+from .endpoints.json import json_endpoint
+from .endpoints.state import WorkerState
+from .endpoints.yjs import yjs_endpoint
+from .metrics import WorkerMetrics
+from .sessions import SessionManager
+from .settings import Settings
+from .storage import InstrumentedStore, SessionStore, Store, open_store
+
+log = structlog.get_logger("worker.app")
+
+
+def create_app(settings: Settings, store: Store | None = None) -> Starlette:
+    """The worker app; ``store`` overrides the one described by ``settings.storage``."""
+    metrics = WorkerMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        cfg = settings.storage
+        raw = store if store is not None else open_store(
+            endpoint=cfg.minio_endpoint, port=cfg.minio_port, bucket=cfg.minio_bucket,
+            access_key=cfg.minio_access_key or "", secret_key=cfg.minio_secret_key or "",
+            secure=cfg.minio_secure, storage_dir=cfg.storage_dir)
+        session_store = SessionStore(InstrumentedStore(raw, metrics.storage_request),
+                                     settings.worker_id)
+        manager = SessionManager(settings, session_store, metrics)
+        state = WorkerState(settings, metrics, session_store, manager)
+        app.state.worker = state
+        log.info("worker_started", worker=settings.worker_id, port=settings.port,
+                 storage=settings.storage.describe(), flush_interval_ms=settings.flush_interval_ms)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(manager.run)
+                tg.start_soon(metrics.watch_event_loop)
+                state.ready = True
+                try:
+                    yield
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        state.ready = False
+                        if manager.sessions:
+                            await manager.drain(settings.drain_timeout_ms / 1000)
+                        tg.cancel_scope.cancel()
+        finally:
+            if store is None:
+                with anyio.CancelScope(shield=True):
+                    await raw.aclose()
+            log.info("worker_stopped", worker=settings.worker_id)
+
+    def worker(request: Request) -> WorkerState:
+        state: WorkerState = request.app.state.worker
+        return state
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "worker": settings.worker_id})
+
+    async def readyz(request: Request) -> Response:
+        state = worker(request)
+        manager = state.manager
+        if manager.draining:
+            status = "draining"
+        elif not state.ready:
+            status = "starting"
+        else:
+            status = "ready"
+        unflushed, age = manager.update_lag_metrics()
+        body = {
+            "state": status,
+            "worker": settings.worker_id,
+            "sessions": len(manager.sessions),
+            # Storage trouble is reported, not turned into 503: every worker shares the same
+            # storage, so moving sessions elsewhere would not help, and this worker keeps
+            # serving and holding the edits until storage is back.
+            "storage": "ok" if manager.storage_ok else "unavailable",
+            "storageError": manager.storage_error,
+            "unflushedBytes": unflushed,
+            "unflushedAgeSeconds": round(age, 3),
+        }
+        return JSONResponse(body, status_code=200 if status == "ready" else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        worker(request).manager.update_lag_metrics()
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def admin_status(request: Request) -> Response:
+        state = worker(request)
+        manager = state.manager
+        return JSONResponse({
+            "worker": settings.worker_id,
+            "state": "draining" if manager.draining else "active",
+            "sessions": len(manager.sessions),
+            "connections": sum(s.client_count for s in manager.sessions.values()),
+            "storage": "ok" if manager.storage_ok else "unavailable",
+        })
+
+    async def admin_sessions(request: Request) -> Response:
+        manager = worker(request).manager
+        return JSONResponse({"worker": settings.worker_id,
+                             "sessions": [s.describe() for s in manager.sessions.values()]})
+
+    async def admin_drain(request: Request) -> Response:
+        manager = worker(request).manager
+        result = await manager.drain(settings.drain_timeout_ms / 1000)
+        return JSONResponse({"worker": settings.worker_id, "state": "draining", **result})
+
+    async def admin_undrain(request: Request) -> Response:
+        worker(request).manager.undrain()
+        return JSONResponse({"worker": settings.worker_id, "state": "active"})
+
+    async def index(request: Request) -> Response:
+        return JSONResponse({"service": "collab-worker", "worker": settings.worker_id,
+                             "protocols": {"json": "/ (or /ws)", "yjs": "/yjs/{session}/{path}"}})
+
+    token = settings.admin_token
+    routes = [
+        Route("/", index),
+        WebSocketRoute("/", json_endpoint),
+        WebSocketRoute("/ws", json_endpoint),
+        WebSocketRoute("/yjs/{session_id}", yjs_endpoint),
+        WebSocketRoute("/yjs/{session_id}/{path:path}", yjs_endpoint),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
+        Route("/admin/status", require_admin(token, admin_status)),
+        Route("/admin/sessions", require_admin(token, admin_sessions)),
+        Route("/admin/drain", require_admin(token, admin_drain), methods=["POST"]),
+        Route("/admin/undrain", require_admin(token, admin_undrain), methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.metrics = metrics
+    return app

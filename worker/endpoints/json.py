@@ -1,0 +1,135 @@
+"""The seed's JSON protocol at ``/`` and ``/ws``: one session per connection.
+
+Every failure answers ``{"type": "error", "error": <the seed's text>}`` (plus a ``reason`` where
+the seed's text is generic) and leaves the connection and the session as they were.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from starlette.websockets import WebSocket
+
+from .. import files
+from ..client import CLOSE_RESTART, CLOSE_TRY_AGAIN, Client
+from ..connection import pump
+from ..paths import PathRefused, check_path
+from ..protocol import json as jmsg
+from ..session import Session, SessionMoving, UpdateRejected
+from ..sessions import SessionUnavailable
+from ..storage import validate_session_id
+from .state import WorkerState
+
+log = structlog.get_logger("worker.json")
+
+
+async def json_endpoint(websocket: WebSocket) -> None:
+    state: WorkerState = websocket.app.state.worker
+    await websocket.accept()
+    client = Client("json", state.settings.send_buffer_bytes,
+                    on_overflow=state.metrics.slow_clients_dropped.inc)
+    conn = _JsonConnection(state, client)
+    gauge = state.metrics.connections_active.labels("json")
+    gauge.inc()
+    try:
+        await pump(websocket, client, conn.handle)
+    finally:
+        gauge.dec()
+        conn.leave()
+
+
+class _JsonConnection:
+    def __init__(self, state: WorkerState, client: Client) -> None:
+        self.state = state
+        self.client = client
+        self.session: Session | None = None
+        self.shadows = files.Shadows()
+
+    async def handle(self, raw: bytes | str) -> None:
+        try:
+            message = jmsg.parse(raw)
+            await self._dispatch(message)
+        except jmsg.MessageError as exc:
+            self.state.metrics.protocol_errors.labels("json").inc()
+            self.client.send(jmsg.error(exc.error, exc.reason))
+        except SessionMoving as exc:
+            self.client.send(jmsg.error(jmsg.SESSION_UNAVAILABLE, str(exc)))
+            self.client.close(CLOSE_RESTART, str(exc))
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "ping":
+            self.client.send(jmsg.pong())
+            return
+        if kind == "join":
+            await self._join(message)
+            return
+        session = self.session
+        if session is None:
+            raise jmsg.MessageError(jmsg.NOT_JOINED, "send a 'join' message first")
+        user = self.client.user_id
+        if kind == "fileOperation":
+            data = jmsg.data_of(message, jmsg.FILE_OP_FAILED)
+            try:
+                files.apply_operation(session, user, data, self.shadows)
+            except files.FileOpError as exc:
+                raise jmsg.MessageError(jmsg.FILE_OP_FAILED, str(exc)) from None
+            session.broadcast_json(jmsg.file_operation(user, data), exclude=self.client)
+            self.client.send(jmsg.file_operation_success())
+        elif kind == "yjsUpdate":
+            data = jmsg.data_of(message, jmsg.UPDATE_FAILED)
+            try:
+                doc_id = check_path(data.get("docId"))
+            except PathRefused as exc:
+                raise jmsg.MessageError(jmsg.UPDATE_FAILED, f"invalid docId: {exc}") from None
+            update = jmsg.update_bytes(data.get("update"))
+            try:
+                session.apply_client_update(doc_id, update, self.client)
+            except UpdateRejected as exc:
+                raise jmsg.MessageError(jmsg.UPDATE_FAILED, f"corrupt Yjs update: {exc}") from None
+        elif kind == "getFiles":
+            data = jmsg.data_of(message, jmsg.LIST_FAILED, required=False)
+            try:
+                self.client.send(jmsg.files(files.list_files(session, data.get("path"))))
+            except PathRefused as exc:
+                raise jmsg.MessageError(jmsg.LIST_FAILED, f"invalid path: {exc}") from None
+        elif kind == "getFile":
+            data = jmsg.data_of(message, jmsg.GET_FAILED)
+            try:
+                content = files.read_file(session, data.get("path"), self.shadows)
+            except PathRefused as exc:
+                raise jmsg.MessageError(jmsg.GET_FAILED, f"invalid path: {exc}") from None
+            self.client.send(jmsg.file_content(check_path(data.get("path")), content))
+
+    async def _join(self, message: dict[str, Any]) -> None:
+        if self.session is not None:
+            raise jmsg.MessageError(jmsg.ALREADY_JOINED, "one session per connection")
+        session_id, user_id = message.get("sessionId"), message.get("userId")
+        if not isinstance(session_id, str) or not session_id or not isinstance(user_id, str) \
+                or not user_id:
+            raise jmsg.MessageError(jmsg.MISSING_IDS)
+        try:
+            session_id = validate_session_id(session_id)
+        except ValueError as exc:
+            raise jmsg.MessageError(jmsg.INVALID_SESSION, str(exc)) from None
+        try:
+            session = await self.state.manager.acquire(session_id)
+        except SessionUnavailable as exc:
+            self.client.send(jmsg.error(jmsg.SESSION_UNAVAILABLE, exc.reason))
+            self.client.close(CLOSE_RESTART if exc.draining else CLOSE_TRY_AGAIN, exc.reason)
+            return
+        self.client.user_id = user_id[:256]
+        self.session = session
+        session.attach(self.client, None)
+        self.client.send(jmsg.joined(session_id, self.client.user_id, self.state.settings.worker_id))
+        session.broadcast_json(jmsg.user_joined(self.client.user_id), exclude=self.client)
+        log.info("user_joined", session=session_id, user=self.client.user_id)
+
+    def leave(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        session.detach(self.client, None)
+        session.broadcast_json(jmsg.user_left(self.client.user_id))
+        self.session = None

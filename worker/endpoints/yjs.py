@@ -1,0 +1,86 @@
+"""The y-websocket endpoint: ``/yjs/{sessionId}/{path}`` (a file) and ``/yjs/{sessionId}`` (index).
+
+Any unmodified y-websocket provider works: the server opens with sync step 1 and the room's
+awareness, answers step 1 with step 2, and applies step 2 and updates from the client.
+"""
+
+from __future__ import annotations
+
+import structlog
+from starlette.websockets import WebSocket
+
+from ..client import CLOSE_POLICY, CLOSE_RESTART, CLOSE_TRY_AGAIN, Client
+from ..connection import close, pump
+from ..paths import PathRefused, check_path
+from ..protocol import yjs
+from ..session import INDEX_DOC, SessionMoving, UpdateRejected
+from ..sessions import SessionUnavailable
+from ..storage import validate_session_id
+from .state import WorkerState
+
+log = structlog.get_logger("worker.yjs")
+
+CLOSE_INVALID_DATA = 1007
+CLOSE_UNSUPPORTED = 1003
+
+
+async def yjs_endpoint(websocket: WebSocket) -> None:
+    state: WorkerState = websocket.app.state.worker
+    raw_sid = websocket.path_params["session_id"]
+    raw_path = websocket.path_params.get("path")
+    await websocket.accept()
+    try:
+        session_id = validate_session_id(raw_sid)
+        doc_name = INDEX_DOC if raw_path in (None, "") else check_path(raw_path)
+    except (ValueError, PathRefused) as exc:
+        state.metrics.protocol_errors.labels("bad_target").inc()
+        await close(websocket, CLOSE_POLICY, f"invalid target: {exc}")
+        return
+    try:
+        session = await state.manager.acquire(session_id)
+    except SessionUnavailable as exc:
+        await close(websocket, CLOSE_RESTART if exc.draining else CLOSE_TRY_AGAIN, exc.reason)
+        return
+
+    client = Client("yjs", state.settings.send_buffer_bytes,
+                    on_overflow=state.metrics.slow_clients_dropped.inc)
+    session.attach(client, doc_name)
+    room = session.room(doc_name)
+    gauge = state.metrics.connections_active.labels("yjs")
+    gauge.inc()
+
+    async def handle(data: bytes | str) -> None:
+        if isinstance(data, str):
+            state.metrics.protocol_errors.labels("text_frame").inc()
+            client.close(CLOSE_UNSUPPORTED, "y-websocket messages are binary frames")
+            return
+        try:
+            frame = yjs.parse(data)
+            if frame.kind == yjs.MSG_SYNC:
+                if frame.step == yjs.SYNC_STEP1:
+                    client.send(session.sync_reply(doc_name, frame.payload))
+                else:
+                    relay = data if frame.step == yjs.SYNC_UPDATE else None
+                    session.apply_client_update(doc_name, frame.payload, client, relay)
+            elif frame.kind == yjs.MSG_AWARENESS:
+                room.awareness(client, frame.payload, data)
+            elif frame.kind == yjs.MSG_QUERY_AWARENESS:
+                snapshot = room.awareness_snapshot()
+                if snapshot is not None:
+                    client.send(snapshot)
+        except (yjs.FrameError, UpdateRejected) as exc:
+            state.metrics.protocol_errors.labels("corrupt_update").inc()
+            log.warning("yjs_message_rejected", session=session_id, doc=doc_name, error=str(exc))
+            client.close(CLOSE_INVALID_DATA, f"rejected message: {exc}")
+        except SessionMoving as exc:
+            client.close(CLOSE_RESTART, str(exc))
+
+    try:
+        client.send(session.sync_start(doc_name))
+        snapshot = room.awareness_snapshot()
+        if snapshot is not None:
+            client.send(snapshot)
+        await pump(websocket, client, handle)
+    finally:
+        gauge.dec()
+        session.detach(client, doc_name)

@@ -1,0 +1,159 @@
+"""One state, two views: the seed's file operations as CRDT edits of the files' documents.
+
+``create``/``update`` carry a whole new content. It becomes the smallest edits against the text
+*this client last saw* (its shadow: a replica of the document taken when it last read or wrote
+the file), made on the shadow and merged into the live document as a Yjs update. So an editor's
+concurrent typing, which the JSON client never saw, is neither deleted nor moved. A client with
+no shadow for a file (it never read it) overwrites it. ``delete``/``rename`` change the index
+document (and empty or move the content) so every view sees the same workspace.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import OrderedDict
+from typing import Any
+
+from pycrdt import Doc, Text
+
+from .paths import PathRefused, check_path, check_prefix
+from .session import INDEX_DOC, Session
+
+# Above this many differing characters, a character diff costs more than it saves.
+_DIFF_LIMIT = 20_000
+
+
+class FileOpError(ValueError):
+    """A file operation is malformed; ``str()`` is the reason for the client."""
+
+
+def apply_text(text: Text, new: str) -> None:
+    """Edits ``text`` into ``new`` touching only the characters that differ."""
+    old = str(text)
+    if old == new:
+        return
+    start = 0
+    limit = min(len(old), len(new))
+    while start < limit and old[start] == new[start]:
+        start += 1
+    end_old, end_new = len(old), len(new)
+    while end_old > start and end_new > start and old[end_old - 1] == new[end_new - 1]:
+        end_old -= 1
+        end_new -= 1
+    a, b = old[start:end_old], new[start:end_new]
+    if max(len(a), len(b)) > _DIFF_LIMIT:
+        ops = [("replace", 0, len(a), 0, len(b))]
+    else:
+        ops = [op for op in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+               if op[0] != "equal"]
+    # Apply right to left so earlier offsets stay valid.
+    for tag, i1, i2, j1, j2 in reversed(ops):
+        if tag in ("replace", "delete"):
+            del text[start + i1:start + i2]
+        if tag in ("replace", "insert"):
+            text.insert(start + i1, b[j1:j2])
+
+
+class Shadows:
+    """A JSON client's replicas of the files it last read or wrote (bounded, LRU)."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._docs: OrderedDict[str, Doc] = OrderedDict()
+
+    def get(self, path: str) -> Doc | None:
+        doc = self._docs.get(path)
+        if doc is not None:
+            self._docs.move_to_end(path)
+        return doc
+
+    def remember(self, path: str, doc: Doc) -> None:
+        self._docs[path] = doc
+        self._docs.move_to_end(path)
+        while len(self._docs) > self.limit:
+            self._docs.popitem(last=False)
+
+    def forget(self, path: str) -> None:
+        self._docs.pop(path, None)
+
+
+def apply_operation(
+    session: Session, user: str, op: dict[str, Any], shadows: Shadows | None = None
+) -> int:
+    """Applies one seed ``fileOperation``; returns the bytes of content it wrote."""
+    shadows = shadows if shadows is not None else Shadows(0)
+    kind = op.get("type")
+    if kind in ("create", "update"):
+        path = _path(op.get("path"))
+        content = op.get("content")
+        if content is None:
+            content = "" if kind == "create" else None
+        if content is not None and not isinstance(content, str):
+            raise FileOpError("'content' must be a string")
+        if content is not None:
+            shadow = shadows.get(path) if session.has_file(path) else None
+            with session.local_edit(path, user, shadow) as doc:
+                apply_text(doc.get("content", type=Text), content)
+            shadows.remember(path, shadow or session.copy_doc(path))
+        session.ensure_listed(path, user)
+        nbytes = len(content.encode()) if content else 0
+        session.log(kind, user, path, nbytes)
+        return nbytes
+    if kind == "delete":
+        path = _path(op.get("path"))
+        _delete(session, user, path)
+        shadows.forget(path)
+        session.log("delete", user, path, 0)
+        return 0
+    if kind == "rename":
+        old = _path(op.get("oldPath") or op.get("path"))
+        new = _path(op.get("newPath"))
+        if old == new:
+            raise FileOpError("'oldPath' and 'newPath' are the same")
+        if not session.has_file(old):
+            raise FileOpError(f"no file at {old!r} to rename")
+        content = str(session.text(old))
+        with session.local_edit(new, user) as doc:
+            apply_text(doc.get("content", type=Text), content)
+        _delete(session, user, old)
+        shadows.forget(old)
+        shadows.remember(new, session.copy_doc(new))
+        session.ensure_listed(new, user)
+        session.log("rename", user, new, len(content.encode()), oldPath=old)
+        return len(content.encode())
+    raise FileOpError(f"unknown file operation {kind!r}; expected create, update, delete or rename")
+
+
+def _delete(session: Session, user: str, path: str) -> None:
+    if not session.has_file(path):
+        return
+    with session.local_edit(path, user) as doc:
+        text = doc.get("content", type=Text)
+        if len(str(text)):
+            del text[0:len(str(text))]
+    with session.local_edit(INDEX_DOC, user):
+        del session.index[path]
+
+
+def list_files(session: Session, prefix: object) -> list[str]:
+    base = check_prefix(prefix)
+    paths = session.file_paths()
+    if not base:
+        return paths
+    return [p for p in paths if p.startswith(base + "/")]
+
+
+def read_file(session: Session, path: object, shadows: Shadows | None = None) -> str | None:
+    checked = check_path(path)
+    if not session.has_file(checked):
+        return None
+    if shadows is not None:
+        shadows.remember(checked, session.copy_doc(checked))
+    return str(session.text(checked))
+
+
+def _path(raw: object) -> str:
+    try:
+        return check_path(raw)
+    except PathRefused as exc:
+        raise FileOpError(f"invalid path: {exc}") from None

@@ -1,0 +1,305 @@
+"""One live session: its documents, their rooms, its JSON clients, and what is not yet durable.
+
+A file is its Yjs document (text in the ``Y.Text`` named ``content``); the session's index is the
+document named ``""`` (``Y.Map`` named ``files``: path → metadata). Every change, from either
+protocol, goes through ``_commit_update``: applied once, fanned out once, and buffered for the
+next group-commit to storage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pycrdt import Doc, Map, Text
+
+from .client import Client
+from .metrics import WorkerMetrics
+from .protocol import json as jmsg
+from .protocol import yjs
+from .room import Room
+
+INDEX_DOC = ""
+EMPTY_UPDATE = b"\x00\x00"  # no structs, no deletions
+CONTENT = "content"
+FILES = "files"
+
+
+def iso_time(epoch: float) -> str:
+    """UTC ISO-8601 with milliseconds: the operations log's sortable timestamp."""
+    stamp = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+class UpdateRejected(ValueError):
+    """A client's Yjs update could not be decoded; the document is unchanged."""
+
+
+class SessionMoving(RuntimeError):
+    """The session is being handed off (drain/stop): no new edits are accepted here."""
+
+
+@dataclass
+class PendingUpdate:
+    doc: str
+    update: bytes
+    user: str
+    at: float
+
+
+@dataclass
+class FlushBatch:
+    updates: list[PendingUpdate] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(u.update) for u in self.updates)
+
+
+class Session:
+    def __init__(
+        self,
+        session_id: str,
+        stored_docs: dict[str, bytes],
+        worker_id: str,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.id = session_id
+        self.worker_id = worker_id
+        self.metrics = metrics
+        self._stored = dict(stored_docs)  # merged updates not yet turned into Docs
+        self._docs: dict[str, Doc] = {}
+        self.rooms: dict[str, Room] = {}
+        self.json_clients: set[Client] = set()
+        self._pending: list[PendingUpdate] = []
+        self._pending_log: list[dict[str, Any]] = []
+        self._log_since = 0.0
+        self.pending_bytes = 0
+        self.moving = False
+        self.last_activity = time.time()
+        self.idle_since: float | None = time.monotonic()
+        self.segments_since_compact = 0
+        self.users: set[str] = set()
+        self.index = self.doc(INDEX_DOC).get(FILES, type=Map)
+
+    # --- documents -------------------------------------------------------------------------
+
+    def doc(self, name: str) -> Doc:
+        doc = self._docs.get(name)
+        if doc is None:
+            doc = Doc()
+            stored = self._stored.pop(name, None)
+            if stored is not None:
+                doc.apply_update(stored)
+            self._docs[name] = doc
+            self.metrics.documents_loaded.inc()
+        return doc
+
+    def text(self, path: str) -> Text:
+        return self.doc(path).get(CONTENT, type=Text)
+
+    def has_file(self, path: str) -> bool:
+        return path in self.index
+
+    def file_paths(self) -> list[str]:
+        return sorted(self.index.keys())
+
+    @property
+    def documents(self) -> int:
+        return len(self._docs)
+
+    def room(self, name: str) -> Room:
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room(name, self.metrics.messages_sent.inc)
+        return room
+
+    # --- clients ---------------------------------------------------------------------------
+
+    @property
+    def client_count(self) -> int:
+        return len(self.json_clients) + sum(len(r.clients) for r in self.rooms.values())
+
+    def attach(self, client: Client, room: str | None) -> None:
+        if room is None:
+            self.json_clients.add(client)
+        else:
+            self.room(room).join(client)
+        self.idle_since = None
+
+    def detach(self, client: Client, room: str | None) -> None:
+        if room is None:
+            self.json_clients.discard(client)
+        else:
+            r = self.rooms.get(room)
+            if r is not None:
+                r.leave(client)
+                if not r.clients:
+                    del self.rooms[room]
+        if self.client_count == 0:
+            self.idle_since = time.monotonic()
+
+    def broadcast_json(self, message: str, exclude: Client | None = None) -> None:
+        for client in self.json_clients:
+            if client is not exclude and client.send(message):
+                self.metrics.messages_sent.inc()
+
+    def close_clients(self, code: int, reason: str) -> None:
+        for client in list(self.json_clients):
+            client.close(code, reason)
+        for room in self.rooms.values():
+            room.close_all(code, reason)
+
+    # --- edits -----------------------------------------------------------------------------
+
+    def apply_client_update(
+        self, name: str, update: bytes, origin: Client, frame: bytes | None = None
+    ) -> None:
+        """Applies a Yjs update from a client of either protocol, or raises UpdateRejected."""
+        if self.moving:
+            raise SessionMoving("session is moving to another worker; reconnect")
+        if update == EMPTY_UPDATE:
+            return  # e.g. a fresh editor's sync step 2: nothing to apply, store or relay
+        if name == INDEX_DOC:
+            # The index is server-owned: files appear and vanish through file operations and
+            # edits, never through a client rewriting the map.
+            return
+        doc = self.doc(name)
+        try:
+            doc.apply_update(update)
+        except ValueError as exc:
+            raise UpdateRejected(str(exc)) from None
+        self.metrics.updates_received.inc()
+        self.metrics.update_bytes.inc(len(update))
+        self._commit_update(name, update, origin.user_id, origin, frame)
+        if name not in self.index and len(update) > 2:
+            self.ensure_listed(name, origin.user_id)
+
+    @contextmanager
+    def local_edit(self, name: str, user: str, doc: Doc | None = None) -> Iterator[Doc]:
+        """A server-side edit (a JSON file operation); its update goes the usual way.
+
+        With ``doc`` given (a JSON client's shadow copy, see ``files``), the edit is made there
+        and its update merged into the live document, so it only touches what that client saw.
+        """
+        if self.moving:
+            raise SessionMoving("session is moving to another worker; reconnect")
+        live = self.doc(name)
+        target = live if doc is None else doc
+        captured: list[bytes] = []
+        sub = target.observe(lambda event: captured.append(event.update))
+        try:
+            with target.transaction():
+                yield target
+        finally:
+            target.unobserve(sub)
+        for update in captured:
+            if target is not live:
+                live.apply_update(update)
+            self._commit_update(name, update, user, None, None)
+
+    def copy_doc(self, name: str) -> Doc:
+        """An independent replica of a document as it is now (a JSON client's shadow)."""
+        replica = Doc()
+        replica.apply_update(self.doc(name).get_update())
+        return replica
+
+    def ensure_listed(self, path: str, user: str) -> None:
+        if path not in self.index:
+            with self.local_edit(INDEX_DOC, user):
+                self.index[path] = {"type": "text", "created": int(time.time() * 1000), "by": user}
+
+    def _commit_update(
+        self, name: str, update: bytes, user: str, origin: Client | None, frame: bytes | None
+    ) -> None:
+        now = time.time()
+        self._pending.append(PendingUpdate(name, update, user, now))
+        self.pending_bytes += len(update)
+        self.last_activity = now
+        self.users.add(user)
+        room = self.rooms.get(name)
+        if room is not None:
+            room.publish(update, frame, origin)
+        if origin is not None and self.json_clients and name != INDEX_DOC:
+            message = jmsg.yjs_update(user, name, update)
+            self.broadcast_json(message, exclude=origin)
+
+    def log(self, op: str, user: str, path: str, nbytes: int, **extra: Any) -> None:
+        entry = {"ts": iso_time(time.time()), "userId": user, "worker": self.worker_id,
+                 "op": op, "path": path, "bytes": nbytes}
+        entry.update(extra)
+        if not self._pending_log:
+            self._log_since = time.time()
+        self._pending_log.append(entry)
+
+    # --- durability ------------------------------------------------------------------------
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._pending or self._pending_log)
+
+    @property
+    def oldest_pending(self) -> float | None:
+        if self._pending:
+            return self._pending[0].at
+        if self._pending_log:
+            return self._log_since
+        return None
+
+    def take_pending(self) -> FlushBatch:
+        """Hands the buffered updates to a flush; ``restore`` them if it fails."""
+        batch = FlushBatch(self._pending, self._pending_log)
+        self._pending, self._pending_log = [], []
+        self.pending_bytes = 0
+        batch.log.extend(self._edit_bursts(batch.updates))
+        return batch
+
+    def restore(self, batch: FlushBatch) -> None:
+        edit_free_log = [e for e in batch.log if e.get("op") != "edit"]
+        self._pending[:0] = batch.updates
+        self._pending_log[:0] = edit_free_log
+        self.pending_bytes += batch.nbytes
+
+    def _edit_bursts(self, updates: list[PendingUpdate]) -> list[dict[str, Any]]:
+        """One log entry per document edited since the last flush."""
+        bursts: dict[str, dict[str, Any]] = {}
+        for u in updates:
+            if u.doc == INDEX_DOC:
+                continue
+            burst = bursts.setdefault(u.doc, {
+                "ts": iso_time(u.at), "userId": u.user, "worker": self.worker_id, "op": "edit",
+                "path": u.doc, "bytes": 0, "updates": 0, "users": [],
+            })
+            burst["bytes"] += len(u.update)
+            burst["updates"] += 1
+            burst["userId"] = u.user
+            if u.user not in burst["users"]:
+                burst["users"].append(u.user)
+        return list(bursts.values())
+
+    # --- sync helpers for the Yjs endpoint -------------------------------------------------
+
+    def sync_start(self, name: str) -> bytes:
+        return yjs.sync_step1(self.doc(name).get_state())
+
+    def sync_reply(self, name: str, state_vector: bytes) -> bytes:
+        try:
+            return yjs.sync_step2(self.doc(name).get_update(state_vector))
+        except ValueError as exc:
+            raise UpdateRejected(f"bad state vector: {exc}") from None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "sessionId": self.id,
+            "clients": self.client_count,
+            "docs": len(self.index),
+            "lastActivity": self.last_activity,
+            "unflushedBytes": self.pending_bytes,
+            "users": sorted(self.users),
+        }
+

@@ -1,0 +1,157 @@
+"""One frozen Settings, built once at the edge (``Settings.from_env``).
+
+The environment names and defaults are the seed's (DESIGN §4). A bad value stops the process at
+start with one line that names the variable, instead of surfacing as a strange failure later.
+The parsing helpers here are shared by the router and the CLI; nothing else reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; ``str()`` is the one line to print."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"invalid configuration: {variable} {problem}")
+        self.variable = variable
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(name, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"must be true or false, got {raw!r}")
+
+
+def env_str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    raw = env.get(name, "").strip()
+    return raw or default
+
+
+def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise ConfigError(name, f"must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where durable state lives: embedded directory, or MinIO/S3 when an endpoint is set."""
+
+    storage_dir: Path = Path("./.collab/storage")
+    minio_endpoint: str | None = None
+    minio_port: int = 9000
+    minio_bucket: str = "sessions"
+    minio_access_key: str | None = None
+    minio_secret_key: str | None = None
+    minio_secure: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> StorageSettings:
+        endpoint = env_str(env, "MINIO_ENDPOINT")
+        access = env_str(env, "MINIO_ACCESS_KEY")
+        secret = env_str(env, "MINIO_SECRET_KEY")
+        if endpoint and (not access or not secret):
+            missing = "MINIO_ACCESS_KEY" if not access else "MINIO_SECRET_KEY"
+            raise ConfigError(missing, "must be set when MINIO_ENDPOINT is set")
+        if endpoint and ("/" in endpoint or ":" in endpoint):
+            raise ConfigError(
+                "MINIO_ENDPOINT", f"must be a bare host name (port goes in MINIO_PORT), got {endpoint!r}"
+            )
+        return cls(
+            storage_dir=Path(env_str(env, "STORAGE_DIR", "./.collab/storage") or "."),
+            minio_endpoint=endpoint,
+            minio_port=env_int(env, "MINIO_PORT", 9000, minimum=1),
+            minio_bucket=env_str(env, "MINIO_BUCKET", "sessions") or "sessions",
+            minio_access_key=access,
+            minio_secret_key=secret,
+            minio_secure=env_bool(env, "MINIO_SECURE", False),
+        )
+
+    def describe(self) -> str:
+        if self.minio_endpoint:
+            scheme = "https" if self.minio_secure else "http"
+            return f"s3 {scheme}://{self.minio_endpoint}:{self.minio_port}/{self.minio_bucket}"
+        return f"local {self.storage_dir}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker needs; tests build it directly."""
+
+    port: int = 8081
+    host: str = "0.0.0.0"
+    worker_id: str = field(default_factory=socket.gethostname)
+    workspace_dir: Path = Path("/workspace")
+    cooldown_ms: int = 300_000
+    flush_interval_ms: int = 500
+    session_idle_ms: int = 30_000
+    max_message_bytes: int = 4 * MIB
+    admin_token: str | None = None
+    auth_secret: str | None = None
+    log_format: str = "text"
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    # Not in the seed's table: how far a client may fall behind before it is disconnected.
+    send_buffer_bytes: int = 8 * MIB
+    # SIGTERM/drain: how long to keep retrying flushes before closing clients anyway.
+    drain_timeout_ms: int = 20_000
+    # Compact a live session once this many segments have piled up since its last compaction.
+    compact_every_segments: int = 64
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if env is None else env
+        worker_id = env_str(env, "WORKER_ID") or socket.gethostname()
+        if not _valid_worker_id(worker_id):
+            raise ConfigError(
+                "WORKER_ID", f"must be 1-64 chars of letters, digits, '.', '_', '-', got {worker_id!r}"
+            )
+        values: dict[str, object] = dict(
+            port=env_int(env, "PORT", 8081, minimum=1),
+            worker_id=worker_id,
+            workspace_dir=Path(env_str(env, "WORKSPACE_DIR", "/workspace") or "/workspace"),
+            cooldown_ms=env_int(env, "COOLDOWN_MS", 300_000, minimum=1),
+            flush_interval_ms=env_int(env, "FLUSH_INTERVAL_MS", 500, minimum=1),
+            session_idle_ms=env_int(env, "SESSION_IDLE_MS", 30_000, minimum=0),
+            max_message_bytes=env_int(env, "MAX_MESSAGE_BYTES", 4 * MIB, minimum=1024),
+            drain_timeout_ms=env_int(env, "DRAIN_TIMEOUT_MS", 20_000, minimum=0),
+            admin_token=env_str(env, "ADMIN_TOKEN"),
+            auth_secret=env_str(env, "AUTH_SECRET"),
+            log_format=env_choice(env, "LOG_FORMAT", "text", ("text", "json")),
+            storage=StorageSettings.from_env(env),
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)  # type: ignore[arg-type]  # keys are this class's own fields
+        if not 1 <= settings.port <= 65535:
+            raise ConfigError("PORT", f"must be 1-65535, got {settings.port}")
+        return settings
+
+
+def _valid_worker_id(value: str) -> bool:
+    return 0 < len(value) <= 64 and all(c.isalnum() or c in "._-" for c in value)

@@ -1,0 +1,185 @@
+"""The MinIO / S3 store, over miniopy-async.
+
+Choices that differ from the client library's defaults, and why:
+
+* Our own aiohttp session with short connect/read timeouts and no retry wrapper.  The library's
+  default (5-minute timeouts, five retries with back-off) would hide a dead server for minutes;
+  the worker has its own retry-with-backoff loop and must report the outage in readiness within
+  seconds.  aiohttp still transparently retries an idempotent request once when a pooled
+  keep-alive connection turns out to be dead (e.g. after the server restarted).
+* The bucket is created on first use, and again whenever a request reports ``NoSuchBucket``.
+  A missing bucket at runtime is the same situation as a missing bucket at start-up (an empty
+  store); re-creating it lets a restarted, empty S3 server take writes again without restarting
+  every worker.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aiohttp
+import anyio
+from miniopy_async.api import Minio  # the package __init__ hides its types from mypy
+from miniopy_async.error import InvalidResponseError, S3Error, ServerError
+
+from worker.storage.base import StorageError, StorageUnavailable, check_key, check_prefix
+
+__all__ = ["MinioStore"]
+
+T = TypeVar("T")
+
+_TRANSIENT_CODES = frozenset(
+    {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "RequestTimeTooSkewed"}
+)
+_BUCKET_TAKEN = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
+
+
+class MinioStore:
+    """A ``Store`` backed by one bucket of an S3-compatible server."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        port: int,
+        bucket: str,
+        access_key: str,
+        secret_key: str,
+        secure: bool,
+        *,
+        region: str | None = None,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 10.0,
+    ) -> None:
+        if "://" in endpoint or "/" in endpoint:
+            raise ValueError(f"MinIO endpoint must be a bare host name, not a URL: {endpoint!r}")
+        self.bucket = bucket
+        self._client = Minio(
+            f"{endpoint}:{port}",
+            access_key=access_key or None,
+            secret_key=secret_key or None,
+            secure=secure,
+            region=region,
+        )
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._bucket_ready = False
+        self._bucket_lock = anyio.Lock()
+        self._closed = False
+
+    async def get(self, key: str) -> bytes | None:
+        check_key(key)
+
+        async def get() -> bytes | None:
+            try:
+                response = await self._client.get_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code == "NoSuchKey":
+                    return None
+                raise
+            try:
+                data: bytes = await response.read()
+            finally:
+                response.release()
+            return data
+
+        return await self._call("get", key, get)
+
+    async def put(self, key: str, data: bytes) -> None:
+        check_key(key)
+
+        async def put() -> None:
+            # One plain PUT (part_size == length), which S3 makes visible all at once: atomic.
+            # The body goes as a stream, so aiohttp never blocks the loop on a large bytes body;
+            # our objects stay far below the 5 GiB single-PUT limit.
+            size = len(data)
+            await self._client.put_object(self.bucket, key, io.BytesIO(data), size, part_size=size)
+
+        await self._call("put", key, put)
+
+    async def delete(self, key: str) -> None:
+        check_key(key)
+
+        async def delete() -> None:
+            await self._client.remove_object(self.bucket, key)  # S3 DELETE of nothing is fine
+
+        await self._call("delete", key, delete)
+
+    async def list(self, prefix: str) -> list[str]:
+        check_prefix(prefix)
+
+        async def list_keys() -> list[str]:
+            objects = self._client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            names = [obj.object_name async for obj in objects]
+            return sorted(name for name in names if name is not None)
+
+        return await self._call("list", prefix, list_keys)
+
+    async def check(self) -> None:
+        """Readiness: one request to the server; any failure to reach a usable bucket counts."""
+        try:
+            await self._call("check", None, self._probe_bucket)
+        except StorageUnavailable:
+            raise
+        except StorageError as exc:
+            raise StorageUnavailable("check", None, exc) from exc
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def _call(self, op: str, key: str | None, request: Callable[[], Awaitable[T]]) -> T:
+        try:
+            await self._ensure_bucket()
+            try:
+                return await request()
+            except S3Error as exc:
+                if exc.code != "NoSuchBucket":
+                    raise
+            self._bucket_ready = False
+            await self._ensure_bucket()
+            return await request()
+        except (S3Error, ServerError, InvalidResponseError, aiohttp.ClientError, OSError) as exc:
+            raise _map_error(op, key, exc) from exc
+
+    async def _ensure_bucket(self) -> None:
+        if self._closed:
+            raise RuntimeError("MinioStore used after aclose()")
+        if self._session is None:
+            # Created here, inside the event loop, because aiohttp sessions belong to one loop.
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(limit=32)
+            )
+            self._client.set_session(self._session)
+        if self._bucket_ready:
+            return
+        async with self._bucket_lock:
+            if not self._bucket_ready:
+                await self._probe_bucket()
+
+    async def _probe_bucket(self) -> None:
+        """HEAD the bucket, creating it when missing; also the whole of ``check``."""
+        if not await self._client.bucket_exists(self.bucket):
+            try:
+                await self._client.make_bucket(self.bucket)
+            except S3Error as exc:
+                if exc.code not in _BUCKET_TAKEN:  # another worker may have won the race
+                    raise
+        self._bucket_ready = True
+
+
+def _map_error(op: str, key: str | None, exc: Exception) -> StorageError:
+    if isinstance(exc, S3Error):
+        status = exc.response.status if exc.response is not None else 0
+        if status >= 500 or exc.code in _TRANSIENT_CODES:
+            return StorageUnavailable(op, key, exc)
+        where = f" {key!r}" if key is not None else ""
+        return StorageError(f"storage {op}{where} failed: {exc.code}: {exc.message}")
+    # Timeouts, refused/reset connections, 5xx without an S3 error body, or a non-S3 answer
+    # (a proxy's HTML error page): all mean "try again later".
+    return StorageUnavailable(op, key, exc)

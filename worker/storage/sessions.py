@@ -1,0 +1,369 @@
+"""Sessions over any Store: update segments, snapshots, merge-on-read, compaction, log, metadata.
+
+Layout under ``sessions/{sessionId}/``::
+
+    updates/{ms:013d}-{worker}-{seq:08d}-{rand}.seg     group-committed updates, never overwritten
+    snapshots/{ms:013d}-{worker}-{seq:08d}-{rand}.snap  compaction output, one update per doc
+    log/{ms:013d}-{worker}-{seq:08d}-{rand}.jsonl       operations log, JSON lines
+    meta.json                                           the one mutable object (last writer wins)
+
+The no-loss invariant rests on three rules, all enforced here once for every store:
+
+1. Objects are immutable and their keys unique per writer (time, worker id, per-process sequence,
+   random suffix), so a put never replaces anyone's data.
+2. Compaction puts its snapshot *before* deleting, and deletes only the objects it read and
+   merged.  So at every instant, the data of every deleted object is inside some existing
+   snapshot.
+3. Load lists ``updates/`` *before* ``snapshots/``.  A segment that vanished between the two
+   listings was merged into a snapshot put before it was deleted, which the later listing sees
+   (or a successor of it, by rule 2).  A listed object that vanishes before it is read makes
+   load re-list and try again; it never returns a state missing data.
+
+Yjs merges are commutative, associative and idempotent, so merging an update twice (a segment and
+a snapshot that already contains it, or two overlapping snapshots) is harmless.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from pycrdt import merge_updates
+
+from worker.storage.base import CorruptObject, StorageUnavailable, Store
+from worker.storage.codec import decode_segment, encode_segment
+
+__all__ = [
+    "CompactResult",
+    "LoadedSession",
+    "SessionMeta",
+    "SessionStore",
+    "utc_now_iso",
+    "validate_session_id",
+]
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SEQUENCE = itertools.count(1)  # per process, shared by every SessionStore in it
+_LOAD_ATTEMPTS = 8
+_PARALLEL_REQUESTS = 16
+
+UPDATES = "updates/"
+SNAPSHOTS = "snapshots/"
+LOG = "log/"
+META = "meta.json"
+
+
+def validate_session_id(session_id: str) -> str:
+    """Return ``session_id`` if it is safe as one path/key component, else raise ``ValueError``.
+
+    The one rule for session ids everywhere (URLs, JSON join, storage keys, CLI), so a session
+    id accepted at the edge can never escape ``sessions/{id}/`` in storage.
+    """
+    return _validate_name(session_id, "session id")
+
+
+def _validate_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or ".." in value:
+        raise ValueError(
+            f"invalid {what} {value!r}: use 1-128 characters of A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit, without '..'"
+        )
+    return value
+
+
+def utc_now_iso() -> str:
+    """UTC time as ISO-8601 with milliseconds and ``Z``; fixed width, so it sorts as text."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class SessionMeta:
+    """What ``meta.json`` holds; serialized with the seed's camelCase names."""
+
+    created: str
+    last_active: str
+    users: tuple[str, ...] = ()
+    is_git_repo: bool = False
+
+    @classmethod
+    def new(cls, *, users: Iterable[str] = (), is_git_repo: bool = False) -> SessionMeta:
+        now = utc_now_iso()
+        return cls(created=now, last_active=now, users=tuple(users), is_git_repo=is_git_repo)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "lastActive": self.last_active,
+            "users": list(self.users),
+            "isGitRepo": self.is_git_repo,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object, key: str | None = None) -> SessionMeta:
+        if not isinstance(obj, dict):
+            raise CorruptObject(key, "metadata is not a JSON object")
+        created, last_active = obj.get("created"), obj.get("lastActive")
+        users, is_git = obj.get("users", []), obj.get("isGitRepo", False)
+        if not isinstance(created, str) or not isinstance(last_active, str):
+            raise CorruptObject(key, "metadata needs string 'created' and 'lastActive'")
+        if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+            raise CorruptObject(key, "metadata 'users' must be a list of strings")
+        if not isinstance(is_git, bool):
+            raise CorruptObject(key, "metadata 'isGitRepo' must be a boolean")
+        return cls(created=created, last_active=last_active, users=tuple(users), is_git_repo=is_git)
+
+
+@dataclass
+class LoadedSession:
+    """A session's durable state: one merged Yjs update per doc ("" = the index document)."""
+
+    docs: dict[str, bytes]
+    keys: list[str]
+    meta: SessionMeta | None
+
+
+@dataclass
+class CompactResult:
+    """``snapshot_key`` is None when there was nothing worth compacting."""
+
+    snapshot_key: str | None
+    merged_keys: list[str] = field(default_factory=list)
+    docs: int = 0
+
+
+class SessionStore:
+    """Session-level persistence over a ``Store``; safe with any number of concurrent peers."""
+
+    def __init__(self, store: Store, worker_id: str) -> None:
+        self.store = store
+        self.worker_id = _validate_name(worker_id, "worker id")
+
+    # -- updates ---------------------------------------------------------------------------
+
+    async def append_updates(self, session_id: str, updates: Sequence[tuple[str, bytes]]) -> str:
+        """Write one new segment and return its key.
+
+        Every update is checked first: one undecodable update would make the whole session
+        unloadable forever, so it is refused here (``ValueError``) instead of persisted.
+        """
+        prefix = _prefix(session_id)
+        if not updates:
+            raise ValueError("append_updates needs at least one update")
+        await anyio.to_thread.run_sync(_check_updates, updates)
+        key = prefix + UPDATES + self._object_name(".seg")
+        await self.store.put(key, encode_segment(updates))
+        return key
+
+    async def load(self, session_id: str) -> LoadedSession:
+        """Merge every snapshot and segment present; raise rather than return partial state."""
+        prefix = _prefix(session_id)
+        meta = await self.get_meta(session_id)
+        cache: dict[str, bytes] = {}  # objects are immutable, so bytes read once stay valid
+        for _ in range(_LOAD_ATTEMPTS):
+            keys = await self._list_state(prefix)
+            fetched = await self._get_many([k for k in keys if k not in cache])
+            cache.update((k, v) for k, v in fetched.items() if v is not None)
+            if all(k in cache for k in keys):
+                objects = [(k, cache[k]) for k in keys]
+                docs = await anyio.to_thread.run_sync(_merge_objects, objects)
+                return LoadedSession(docs=docs, keys=keys, meta=meta)
+            # A compactor deleted something between our listing and our read: its data is now in
+            # a newer snapshot, which the next listing will show.
+        raise StorageUnavailable(
+            "load", prefix, RuntimeError(f"objects kept vanishing in {_LOAD_ATTEMPTS} listings")
+        )
+
+    async def compact(self, session_id: str) -> CompactResult:
+        """Merge snapshots + segments into one new snapshot, then delete exactly what was read."""
+        prefix = _prefix(session_id)
+        keys = await self._list_state(prefix)
+        fetched = await self._get_many(keys)
+        # An object deleted before we read it belongs to another compactor's set, not ours.
+        objects = [(k, data) for k in keys if (data := fetched[k]) is not None]
+        segments = [k for k, _ in objects if k.startswith(prefix + UPDATES)]
+        if not segments and len(objects) <= 1:
+            return CompactResult(snapshot_key=None)
+        docs = await anyio.to_thread.run_sync(_merge_objects, objects)
+        snapshot_key = prefix + SNAPSHOTS + self._object_name(".snap")
+        merged = [k for k, _ in objects]
+        await self._for_each(merged, self.store.delete)
+        await self.store.put(snapshot_key, encode_segment(sorted(docs.items())))
+        return CompactResult(snapshot_key=snapshot_key, merged_keys=merged, docs=len(docs))
+
+    # -- operations log --------------------------------------------------------------------
+
+    async def append_log(self, session_id: str, entries: Sequence[Mapping[str, Any]]) -> str:
+        """Write one JSON-lines segment; fills in ts, worker, userId, path and bytes if absent."""
+        prefix = _prefix(session_id)
+        if not entries:
+            raise ValueError("append_log needs at least one entry")
+        lines = []
+        for entry in entries:
+            if "op" not in entry:
+                raise ValueError(f"log entry without 'op': {dict(entry)!r}")
+            if not isinstance(entry.get("ts", ""), str):
+                raise ValueError(f"log entry 'ts' must be an ISO-8601 string: {entry['ts']!r}")
+            row: dict[str, Any] = {
+                "ts": utc_now_iso(),
+                "userId": None,
+                "worker": self.worker_id,
+                "path": None,
+                "bytes": 0,
+            }
+            row.update(entry)
+            lines.append(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+        key = prefix + LOG + self._object_name(".jsonl")
+        await self.store.put(key, "".join(lines).encode("utf-8"))
+        return key
+
+    async def read_log(self, session_id: str) -> list[dict[str, Any]]:
+        """Every log entry of every worker, ordered by ts (ties: segment key, then line)."""
+        prefix = _prefix(session_id)
+        keys = await self.store.list(prefix + LOG)
+        fetched = await self._get_many(keys)
+        rows: list[tuple[str, str, int, dict[str, Any]]] = []
+        for key in keys:
+            data = fetched[key]
+            if data is not None:  # log segments are never deleted while a session exists
+                for index, entry in enumerate(_parse_log(key, data)):
+                    rows.append((entry["ts"], key, index, entry))
+        rows.sort(key=lambda row: row[:3])
+        return [row[3] for row in rows]
+
+    # -- metadata and listing --------------------------------------------------------------
+
+    async def get_meta(self, session_id: str) -> SessionMeta | None:
+        key = _prefix(session_id) + META
+        data = await self.store.get(key)
+        if data is None:
+            return None
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise CorruptObject(key, f"not JSON: {exc}") from None
+        return SessionMeta.from_json(obj, key)
+
+    async def put_meta(self, session_id: str, meta: SessionMeta) -> None:
+        key = _prefix(session_id) + META
+        await self.store.put(key, json.dumps(meta.to_json(), ensure_ascii=False).encode("utf-8"))
+
+    async def list_sessions(self) -> list[str]:
+        ids = set()
+        for key in await self.store.list("sessions/"):
+            parts = key.split("/")
+            if len(parts) > 2 and _NAME_RE.fullmatch(parts[1]) and ".." not in parts[1]:
+                ids.add(parts[1])
+        return sorted(ids)
+
+    async def session_exists(self, session_id: str) -> bool:
+        return bool(await self.store.list(_prefix(session_id)))
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _object_name(self, suffix: str) -> str:
+        ms = time.time_ns() // 1_000_000
+        seq = next(_SEQUENCE)
+        return f"{ms:013d}-{self.worker_id}-{seq:08d}-{secrets.token_hex(3)}{suffix}"
+
+    async def _list_state(self, prefix: str) -> list[str]:
+        # Order matters (rule 3 in the module docstring): updates first, then snapshots.
+        segments = await self.store.list(prefix + UPDATES)
+        snapshots = await self.store.list(prefix + SNAPSHOTS)
+        state = [k for k in segments if k.endswith(".seg")]
+        state += [k for k in snapshots if k.endswith(".snap")]
+        return sorted(state)
+
+    async def _get_many(self, keys: Sequence[str]) -> dict[str, bytes | None]:
+        results: dict[str, bytes | None] = {}
+
+        async def get(key: str) -> None:
+            results[key] = await self.store.get(key)
+
+        await self._for_each(keys, get)
+        return results
+
+    async def _for_each(self, keys: Sequence[str], call: Callable[[str], Awaitable[None]]) -> None:
+        """Run ``call`` for every key, a few at a time; the first failure is re-raised as is."""
+        if len(keys) == 1:
+            await call(keys[0])
+            return
+        limiter = anyio.CapacityLimiter(_PARALLEL_REQUESTS)
+        errors: list[Exception] = []
+
+        async def one(key: str) -> None:
+            async with limiter:
+                try:
+                    await call(key)
+                except Exception as exc:
+                    # Unwrapped on purpose: callers catch StorageUnavailable, not ExceptionGroup.
+                    errors.append(exc)
+                    tg.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            for key in keys:
+                tg.start_soon(one, key)
+        if errors:
+            raise errors[0]
+
+
+def _prefix(session_id: str) -> str:
+    return f"sessions/{validate_session_id(session_id)}/"
+
+
+def _check_updates(updates: Sequence[tuple[str, bytes]]) -> None:
+    for name, update in updates:
+        try:
+            merge_updates(update)
+        except ValueError:
+            raise ValueError(f"refusing to store an invalid Yjs update for doc {name!r}") from None
+
+
+def _merge_objects(objects: Sequence[tuple[str, bytes]]) -> dict[str, bytes]:
+    """Decode every object and merge per doc; runs in a thread (pure CPU, can be large)."""
+    per_doc: dict[str, list[tuple[str, bytes]]] = {}
+    for key, data in objects:
+        for name, update in decode_segment(data, key):
+            per_doc.setdefault(name, []).append((key, update))
+    return {name: _merge_doc(name, items) for name, items in per_doc.items()}
+
+
+def _merge_doc(name: str, items: list[tuple[str, bytes]]) -> bytes:
+    try:
+        return merge_updates(*(update for _, update in items))
+    except ValueError:
+        pass
+    for key, update in items:  # find the culprit so the error names the object
+        try:
+            merge_updates(update)
+        except ValueError as exc:
+            raise CorruptObject(key, f"doc {name!r}: invalid Yjs update ({exc})") from None
+    raise CorruptObject(None, f"doc {name!r}: updates are valid alone but cannot be merged")
+
+
+def _parse_log(key: str, data: bytes) -> list[dict[str, Any]]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptObject(key, f"log segment is not UTF-8: {exc}") from None
+    entries: list[dict[str, Any]] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError as exc:
+            raise CorruptObject(key, f"line {number} is not JSON: {exc}") from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("ts"), str):
+            raise CorruptObject(key, f"line {number} is not an entry with a string 'ts'")
+        entries.append(entry)
+    return entries

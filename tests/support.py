@@ -42,7 +42,7 @@ def free_port() -> int:
 def settings_for(storage: StorageSettings, **kw: Any) -> Settings:
     base: dict[str, Any] = dict(
         host="127.0.0.1", port=free_port(), worker_id="w-test", flush_interval_ms=100,
-        session_idle_ms=60_000, storage=storage, drain_timeout_ms=5_000,
+        session_idle_ms=60_000, storage=storage, drain_timeout_ms=5_000, log_interval_ms=100,
     )
     base.update(kw)
     return Settings(**base)
@@ -286,7 +286,7 @@ class YjsClient:
         deadline = time.monotonic() + timeout
         while not predicate():
             left = deadline - time.monotonic()
-            if left <= 0 or self.ws.close_code is not None and not predicate():
+            if left <= 0 or (self.ws.close_code is not None and not predicate()):
                 raise TimeoutError(f"condition not met; text={str(self.text)!r}")
             self.changed.clear()
             try:

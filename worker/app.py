@@ -10,7 +10,8 @@ import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .admin import require_admin
 from .endpoints.json import json_endpoint
@@ -24,7 +25,29 @@ from .storage import InstrumentedStore, SessionStore, Store, open_store
 log = structlog.get_logger("worker.app")
 
 
-def create_app(settings: Settings, store: Store | None = None) -> Starlette:
+class WorkerApp:
+    """WebSockets go straight to their endpoint; HTTP and the lifespan go to Starlette."""
+
+    def __init__(self, http: Starlette) -> None:
+        self.http: ASGIApp = http
+        self.state = http.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.http(scope, receive, send)
+            return
+        state: WorkerState = self.state.worker
+        path: str = scope["path"]
+        if path.startswith("/yjs/"):
+            await yjs_endpoint(state, path[5:], receive, send)
+        elif path in ("/", "/ws"):
+            await json_endpoint(state, receive, send)
+        else:
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008, "reason": "unknown path"})
+
+
+def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
     """The worker app; ``store`` overrides the one described by ``settings.storage``."""
     metrics = WorkerMetrics()
 
@@ -128,10 +151,6 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
     token = settings.admin_token
     routes = [
         Route("/", index),
-        WebSocketRoute("/", json_endpoint),
-        WebSocketRoute("/ws", json_endpoint),
-        WebSocketRoute("/yjs/{session_id}", yjs_endpoint),
-        WebSocketRoute("/yjs/{session_id}/{path:path}", yjs_endpoint),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
@@ -142,4 +161,4 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.metrics = metrics
-    return app
+    return WorkerApp(app)

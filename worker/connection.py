@@ -1,17 +1,19 @@
-"""The one adapter between Starlette WebSockets and a Client: accept, pump, close.
+"""The one adapter between raw ASGI WebSockets and a Client: accept, pump, close.
 
-Each connection is one task group: this task reads, one writer drains the client's buffer. When
-either side ends (peer gone, slow-client drop, drain) the other is cancelled and the socket is
+WebSockets bypass Starlette on purpose: its per-connection wrapper and per-message exception
+plumbing cost about 6 KB per idle connection and CPU on every message (docs/benchmarks.md).
+Each connection is this task (the reader) plus one writer task draining the client's buffer;
+when either side ends (peer gone, slow-client drop, drain) the other is stopped and the socket is
 closed with the code the client was given.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-import anyio
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.types import Receive, Send
 
 from .client import Client, Payload
 
@@ -19,10 +21,25 @@ Handler = Callable[[bytes | str], Awaitable[None]]
 _CLOSE_GRACE_S = 1.0
 
 
-async def pump(websocket: WebSocket, client: Client, handle: Handler) -> None:
+async def accept(receive: Receive, send: Send) -> bool:
+    """Completes the handshake; False if the peer went away first."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return False
+    await send({"type": "websocket.accept"})
+    return True
+
+
+async def close(send: Send, code: int, reason: str) -> None:
+    # A close frame carries at most 123 bytes of reason; the peer may already be gone, and a
+    # close that cannot be delivered is not an error.
+    reason = reason.encode()[:120].decode(errors="ignore")
+    with contextlib.suppress(OSError, RuntimeError):
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+async def pump(receive: Receive, send: Send, client: Client, handle: Handler) -> None:
     """Runs until the peer disconnects or the client is closed; then closes the socket."""
-    send = websocket.send
-    receive = websocket.receive
 
     async def transmit(data: Payload) -> None:
         if isinstance(data, bytes):
@@ -30,44 +47,49 @@ async def pump(websocket: WebSocket, client: Client, handle: Handler) -> None:
         else:
             await send({"type": "websocket.send", "text": data})
 
-    async with anyio.create_task_group() as tg:
+    reader = asyncio.current_task()
+    assert reader is not None
+    reader_done = False
 
-        async def writer() -> None:
-            with anyio.CancelScope() as sending:
-                client.abort_send = sending.cancel
-                try:
-                    await client.run_writer(transmit)
-                except (OSError, RuntimeError, WebSocketDisconnect):
-                    client.close(1006, "send failed")  # peer gone mid-send; the reader sees it too
-                    tg.cancel_scope.cancel()
-                    return
-            # A peer that stopped reading may never take the close frame either.
-            with anyio.move_on_after(_CLOSE_GRACE_S):
-                await close(websocket, client.close_code, client.close_reason)
-            tg.cancel_scope.cancel()
+    async def write() -> None:
+        try:
+            await client.run_writer(transmit)
+        except asyncio.CancelledError:
+            if reader_done:
+                raise  # the peer is gone; nothing left to say
+            # else: a discarding close interrupted a send stuck on a peer that stopped reading
+        except (OSError, RuntimeError):
+            client.close(1006, "send failed")  # peer gone mid-send; the reader sees it too
+            return
+        # A peer that stopped reading may never take the close frame either.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(close(send, client.close_code, client.close_reason),
+                                   _CLOSE_GRACE_S)
+        if not reader_done:
+            reader.cancel()
 
-        tg.start_soon(writer)
-        while True:
+    writer = asyncio.create_task(write())
+    client.abort_send = writer.cancel
+    try:
+        while not client.closing:
             message = await receive()
-            kind = message["type"]
-            if kind == "websocket.disconnect":
-                break
+            if message["type"] == "websocket.disconnect":
+                return
             data = message.get("bytes")
             if data is None:
                 data = message.get("text") or ""
             await handle(data)
-            if client.closing:
-                # The handler refused the client; let the writer send the close frame.
-                await anyio.sleep_forever()
-        client.close(1000, "peer closed", discard=True)
-        tg.cancel_scope.cancel()
-
-
-async def close(websocket: WebSocket, code: int, reason: str) -> None:
-    if websocket.application_state == WebSocketState.DISCONNECTED:
-        return
-    # A close frame carries at most 123 bytes of reason; the peer may already be gone, and a
-    # close that cannot be delivered is not an error.
-    reason = reason.encode()[:120].decode(errors="ignore")
-    with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
-        await websocket.close(code, reason)
+        # The handler refused the client: the writer sends the close frame, then we are done.
+        await asyncio.shield(writer)
+    except asyncio.CancelledError:
+        if not writer.done():
+            raise
+        reader.uncancel()  # the writer closed the socket and stopped us: a normal end
+    finally:
+        reader_done = True
+        client.abort_send = None
+        if not writer.done():
+            client.close(1000, "peer closed", discard=True)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer

@@ -17,7 +17,7 @@ from typing import Any
 from pycrdt import Doc, Text
 
 from .paths import PathRefused, check_path, check_prefix
-from .session import INDEX_DOC, Session
+from .session import Session
 
 # Above this many differing characters, a character diff costs more than it saves.
 _DIFF_LIMIT = 20_000
@@ -131,8 +131,7 @@ def _delete(session: Session, user: str, path: str) -> None:
         text = doc.get("content", type=Text)
         if len(str(text)):
             del text[0:len(str(text))]
-    with session.local_edit(INDEX_DOC, user):
-        del session.index[path]
+    session.unlist(path, user)
 
 
 def list_files(session: Session, prefix: object) -> list[str]:

@@ -43,7 +43,7 @@ class SessionMoving(RuntimeError):
     """The session is being handed off (drain/stop): no new edits are accepted here."""
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingUpdate:
     doc: str
     update: bytes
@@ -51,10 +51,12 @@ class PendingUpdate:
     at: float
 
 
-@dataclass
+@dataclass(slots=True)
 class FlushBatch:
+    """Updates handed to one flush; it ends with ``updates_flushed`` or ``restore_updates``."""
+
     updates: list[PendingUpdate] = field(default_factory=list)
-    log: list[dict[str, Any]] = field(default_factory=list)
+    since: float = 0.0  # when its oldest change was made
 
     @property
     def nbytes(self) -> int:
@@ -77,8 +79,11 @@ class Session:
         self.rooms: dict[str, Room] = {}
         self.json_clients: set[Client] = set()
         self._pending: list[PendingUpdate] = []
-        self._pending_log: list[dict[str, Any]] = []
-        self._log_since = 0.0
+        self._inflight: FlushBatch | None = None
+        # The operations log: file operations as they happen, and one open "edit burst" per
+        # document being edited, closed into an entry when the log is written.
+        self._log: list[dict[str, Any]] = []
+        self._bursts: dict[str, dict[str, Any]] = {}
         self.pending_bytes = 0
         self.moving = False
         self.last_activity = time.time()
@@ -86,6 +91,8 @@ class Session:
         self.segments_since_compact = 0
         self.users: set[str] = set()
         self.index = self.doc(INDEX_DOC).get(FILES, type=Map)
+        # A plain-set mirror of the index's keys: checked on every update, changed only here.
+        self._listed: set[str] = set(self.index.keys())
 
     # --- documents -------------------------------------------------------------------------
 
@@ -104,10 +111,10 @@ class Session:
         return self.doc(path).get(CONTENT, type=Text)
 
     def has_file(self, path: str) -> bool:
-        return path in self.index
+        return path in self._listed
 
     def file_paths(self) -> list[str]:
-        return sorted(self.index.keys())
+        return sorted(self._listed)
 
     @property
     def documents(self) -> int:
@@ -177,7 +184,7 @@ class Session:
         self.metrics.updates_received.inc()
         self.metrics.update_bytes.inc(len(update))
         self._commit_update(name, update, origin.user_id, origin, frame)
-        if name not in self.index and len(update) > 2:
+        if name not in self._listed:
             self.ensure_listed(name, origin.user_id)
 
     @contextmanager
@@ -210,9 +217,16 @@ class Session:
         return replica
 
     def ensure_listed(self, path: str, user: str) -> None:
-        if path not in self.index:
+        if path not in self._listed:
             with self.local_edit(INDEX_DOC, user):
                 self.index[path] = {"type": "text", "created": int(time.time() * 1000), "by": user}
+            self._listed.add(path)
+
+    def unlist(self, path: str, user: str) -> None:
+        if path in self._listed:
+            with self.local_edit(INDEX_DOC, user):
+                del self.index[path]
+            self._listed.discard(path)
 
     def _commit_update(
         self, name: str, update: bytes, user: str, origin: Client | None, frame: bytes | None
@@ -222,6 +236,18 @@ class Session:
         self.pending_bytes += len(update)
         self.last_activity = now
         self.users.add(user)
+        if name != INDEX_DOC:
+            burst = self._bursts.get(name)
+            if burst is None:
+                burst = self._bursts[name] = {
+                    "ts": iso_time(now), "userId": user, "worker": self.worker_id, "op": "edit",
+                    "path": name, "bytes": 0, "updates": 0, "users": [],
+                }
+            burst["bytes"] += len(update)
+            burst["updates"] += 1
+            burst["userId"] = user
+            if user not in burst["users"]:
+                burst["users"].append(user)
         room = self.rooms.get(name)
         if room is not None:
             room.publish(update, frame, origin)
@@ -233,54 +259,60 @@ class Session:
         entry = {"ts": iso_time(time.time()), "userId": user, "worker": self.worker_id,
                  "op": op, "path": path, "bytes": nbytes}
         entry.update(extra)
-        if not self._pending_log:
-            self._log_since = time.time()
-        self._pending_log.append(entry)
+        self._log.append(entry)
 
     # --- durability ------------------------------------------------------------------------
 
     @property
     def dirty(self) -> bool:
-        return bool(self._pending or self._pending_log)
+        """True while any update (buffered or being written) or log entry is not yet durable."""
+        return bool(self._pending or self._inflight or self._log or self._bursts)
+
+    @property
+    def has_updates(self) -> bool:
+        return bool(self._pending)
+
+    @property
+    def has_log(self) -> bool:
+        return bool(self._log or self._bursts)
+
+    @property
+    def unflushed_bytes(self) -> int:
+        return self.pending_bytes + (self._inflight.nbytes if self._inflight else 0)
 
     @property
     def oldest_pending(self) -> float | None:
+        """When the oldest update not yet in storage was made (the durability lag)."""
+        if self._inflight is not None:
+            return self._inflight.since
         if self._pending:
             return self._pending[0].at
-        if self._pending_log:
-            return self._log_since
         return None
 
-    def take_pending(self) -> FlushBatch:
-        """Hands the buffered updates to a flush; ``restore`` them if it fails."""
-        batch = FlushBatch(self._pending, self._pending_log)
-        self._pending, self._pending_log = [], []
+    def take_updates(self) -> FlushBatch:
+        since = self.oldest_pending or time.time()
+        batch = FlushBatch(self._pending, since)
+        self._pending = []
         self.pending_bytes = 0
-        batch.log.extend(self._edit_bursts(batch.updates))
+        self._inflight = batch
         return batch
 
-    def restore(self, batch: FlushBatch) -> None:
-        edit_free_log = [e for e in batch.log if e.get("op") != "edit"]
+    def updates_flushed(self) -> None:
+        self._inflight = None
+
+    def restore_updates(self, batch: FlushBatch) -> None:
+        """A failed flush: its updates go back in front of anything buffered since."""
+        self._inflight = None
         self._pending[:0] = batch.updates
-        self._pending_log[:0] = edit_free_log
         self.pending_bytes += batch.nbytes
 
-    def _edit_bursts(self, updates: list[PendingUpdate]) -> list[dict[str, Any]]:
-        """One log entry per document edited since the last flush."""
-        bursts: dict[str, dict[str, Any]] = {}
-        for u in updates:
-            if u.doc == INDEX_DOC:
-                continue
-            burst = bursts.setdefault(u.doc, {
-                "ts": iso_time(u.at), "userId": u.user, "worker": self.worker_id, "op": "edit",
-                "path": u.doc, "bytes": 0, "updates": 0, "users": [],
-            })
-            burst["bytes"] += len(u.update)
-            burst["updates"] += 1
-            burst["userId"] = u.user
-            if u.user not in burst["users"]:
-                burst["users"].append(u.user)
-        return list(bursts.values())
+    def take_log(self) -> list[dict[str, Any]]:
+        entries = self._log + list(self._bursts.values())
+        self._log, self._bursts = [], {}
+        return entries
+
+    def restore_log(self, entries: list[dict[str, Any]]) -> None:
+        self._log[:0] = entries
 
     # --- sync helpers for the Yjs endpoint -------------------------------------------------
 
@@ -299,7 +331,7 @@ class Session:
             "clients": self.client_count,
             "docs": len(self.index),
             "lastActivity": self.last_activity,
-            "unflushedBytes": self.pending_bytes,
+            "unflushedBytes": self.unflushed_bytes,
             "users": sorted(self.users),
         }
 

@@ -39,12 +39,13 @@ class SessionUnavailable(RuntimeError):
 
 
 class _FlushState:
-    __slots__ = ("failures", "lock", "retry_at")
+    __slots__ = ("failures", "lock", "log_written", "retry_at")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.failures = 0
         self.retry_at = 0.0
+        self.log_written = time.monotonic()
 
 
 class SessionManager:
@@ -107,27 +108,40 @@ class SessionManager:
 
     # --- durability ------------------------------------------------------------------------
 
-    async def flush(self, session: Session) -> bool:
-        """Writes the session's pending updates as one segment; False if storage refused."""
+    async def flush(self, session: Session, *, with_log: bool = False) -> bool:
+        """Writes the session's pending updates as one segment; False if storage refused.
+
+        The operations log is written along when ``with_log`` or when its interval is due.
+        """
         state = self._flush[session.id]
         async with state.lock:
-            if not session.dirty:
+            now = time.monotonic()
+            write_log = session.has_log and (
+                with_log or now - state.log_written >= self.settings.log_interval_ms / 1000)
+            if not session.has_updates and not write_log:
                 return True
-            batch = session.take_pending()
             started = time.perf_counter()
+            batch = session.take_updates() if session.has_updates else None
+            entries = session.take_log() if write_log else []
             try:
-                if batch.updates:
+                if batch is not None:
                     by_doc: dict[str, list[bytes]] = defaultdict(list)
                     for u in batch.updates:
                         by_doc[u.doc].append(u.update)
                     merged = [(doc, ups[0] if len(ups) == 1 else merge_updates(*ups))
                               for doc, ups in by_doc.items()]
                     await self.store.append_updates(session.id, merged)
-                    batch.updates = []
-                if batch.log:
-                    await self.store.append_log(session.id, batch.log)
+                    session.updates_flushed()
+                    batch = None
+                    session.segments_since_compact += 1
+                if entries:
+                    await self.store.append_log(session.id, entries)
+                    state.log_written = now
             except StorageError as exc:
-                session.restore(batch)
+                if batch is not None:
+                    session.restore_updates(batch)
+                if entries:
+                    session.restore_log(entries)
                 state.failures += 1
                 delay = min(self.settings.flush_interval_ms / 1000 * 2**state.failures,
                             _MAX_BACKOFF_S)
@@ -136,7 +150,7 @@ class SessionManager:
                 self._storage_failed(exc)
                 log.warning("flush_failed", session=session.id, error=str(exc),
                             attempt=state.failures, retry_in_s=round(delay, 2),
-                            unflushed_bytes=session.pending_bytes)
+                            unflushed_bytes=session.unflushed_bytes)
                 return False
             self.metrics.flush_seconds.observe(time.perf_counter() - started)
             if state.failures:
@@ -144,7 +158,6 @@ class SessionManager:
             state.failures = 0
             state.retry_at = 0.0
             self._storage_recovered()
-            session.segments_since_compact += 1
         if session.segments_since_compact >= self.settings.compact_every_segments:
             await self.compact(session)
         return True
@@ -159,7 +172,7 @@ class SessionManager:
     async def flush_due(self) -> None:
         now = time.monotonic()
         due = [s for s in self.sessions.values()
-               if s.dirty and self._flush[s.id].retry_at <= now]
+               if (s.has_updates or s.has_log) and self._flush[s.id].retry_at <= now]
         if due:
             limiter = anyio.CapacityLimiter(32)
 
@@ -175,7 +188,7 @@ class SessionManager:
     def update_lag_metrics(self) -> tuple[int, float]:
         """(bytes held only in memory, age in seconds of the oldest of them)."""
         oldest = [t for s in self.sessions.values() if (t := s.oldest_pending) is not None]
-        unflushed = sum(s.pending_bytes for s in self.sessions.values())
+        unflushed = sum(s.unflushed_bytes for s in self.sessions.values())
         age = max(0.0, time.time() - min(oldest)) if oldest else 0.0
         self.metrics.unflushed_bytes.set(unflushed)
         self.metrics.unflushed_age.set(age)
@@ -200,7 +213,7 @@ class SessionManager:
 
     async def unload(self, session: Session) -> bool:
         """Flush, compact, forget; a session that gained a client or cannot flush stays."""
-        if not await self.flush(session):
+        if not await self.flush(session, with_log=True):
             return False
         if session.client_count or session.dirty:
             return False
@@ -247,7 +260,7 @@ class SessionManager:
 
         async def hand_off(session: Session) -> None:
             while True:
-                if await self.flush(session) and not session.dirty:
+                if await self.flush(session, with_log=True) and not session.dirty:
                     session.moving = True
                     break
                 if time.monotonic() >= deadline:
@@ -260,7 +273,7 @@ class SessionManager:
                 self._forget(session)
             else:
                 log.error("drain_flush_failed", session=session.id,
-                          unflushed_bytes=session.pending_bytes, error=self.storage_error)
+                          unflushed_bytes=session.unflushed_bytes, error=self.storage_error)
 
         async with anyio.create_task_group() as tg:
             for session in list(self.sessions.values()):

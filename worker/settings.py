@@ -119,6 +119,9 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     # Not in the seed's table: how far a client may fall behind before it is disconnected.
     send_buffer_bytes: int = 8 * MIB
+    # The operations log is written at most this often per session (and on unload/drain), so
+    # an edit burst is one entry, not one per group commit.
+    log_interval_ms: int = 5_000
     # SIGTERM/drain: how long to keep retrying flushes before closing clients anyway.
     drain_timeout_ms: int = 20_000
     # Compact a live session once this many segments have piled up since its last compaction.
@@ -134,6 +137,7 @@ class Settings:
             )
         values: dict[str, object] = dict(
             port=env_int(env, "PORT", 8081, minimum=1),
+            host=env_str(env, "COLLAB_HOST", "0.0.0.0"),
             worker_id=worker_id,
             workspace_dir=Path(env_str(env, "WORKSPACE_DIR", "/workspace") or "/workspace"),
             cooldown_ms=env_int(env, "COOLDOWN_MS", 300_000, minimum=1),
@@ -141,6 +145,7 @@ class Settings:
             session_idle_ms=env_int(env, "SESSION_IDLE_MS", 30_000, minimum=0),
             max_message_bytes=env_int(env, "MAX_MESSAGE_BYTES", 4 * MIB, minimum=1024),
             drain_timeout_ms=env_int(env, "DRAIN_TIMEOUT_MS", 20_000, minimum=0),
+            log_interval_ms=env_int(env, "LOG_INTERVAL_MS", 5_000, minimum=1),
             admin_token=env_str(env, "ADMIN_TOKEN"),
             auth_secret=env_str(env, "AUTH_SECRET"),
             log_format=env_choice(env, "LOG_FORMAT", "text", ("text", "json")),

@@ -11,7 +11,6 @@ import pytest
 import websockets
 
 from tests.support import JsonClient, YjsClient, run_worker, settings_for, wait_until
-from worker.protocol import yjs
 from worker.settings import StorageSettings
 from worker.storage import LocalStore, SessionStore
 

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import JsonClient, RunningWorker, WorkerProcess, YjsClient, run_worker, settings_for, wait_until
+from tests.support import (
+    JsonClient,
+    RunningWorker,
+    WorkerProcess,
+    YjsClient,
+    run_worker,
+    settings_for,
+    wait_until,
+)
 from worker.settings import StorageSettings
 from worker.storage import LocalStore, SessionStore
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from starlette.websockets import WebSocket
+from starlette.types import Receive, Send
 
 from .. import files
 from ..client import CLOSE_RESTART, CLOSE_TRY_AGAIN, Client
-from ..connection import pump
+from ..connection import accept, pump
 from ..paths import PathRefused, check_path
 from ..protocol import json as jmsg
 from ..session import Session, SessionMoving, UpdateRejected
@@ -24,16 +24,16 @@ from .state import WorkerState
 log = structlog.get_logger("worker.json")
 
 
-async def json_endpoint(websocket: WebSocket) -> None:
-    state: WorkerState = websocket.app.state.worker
-    await websocket.accept()
+async def json_endpoint(state: WorkerState, receive: Receive, send: Send) -> None:
+    if not await accept(receive, send):
+        return
     client = Client("json", state.settings.send_buffer_bytes,
                     on_overflow=state.metrics.slow_clients_dropped.inc)
     conn = _JsonConnection(state, client)
     gauge = state.metrics.connections_active.labels("json")
     gauge.inc()
     try:
-        await pump(websocket, client, conn.handle)
+        await pump(receive, send, client, conn.handle)
     finally:
         gauge.dec()
         conn.leave()

@@ -7,10 +7,10 @@ awareness, answers step 1 with step 2, and applies step 2 and updates from the c
 from __future__ import annotations
 
 import structlog
-from starlette.websockets import WebSocket
+from starlette.types import Receive, Send
 
 from ..client import CLOSE_POLICY, CLOSE_RESTART, CLOSE_TRY_AGAIN, Client
-from ..connection import close, pump
+from ..connection import accept, close, pump
 from ..paths import PathRefused, check_path
 from ..protocol import yjs
 from ..session import INDEX_DOC, SessionMoving, UpdateRejected
@@ -24,22 +24,22 @@ CLOSE_INVALID_DATA = 1007
 CLOSE_UNSUPPORTED = 1003
 
 
-async def yjs_endpoint(websocket: WebSocket) -> None:
-    state: WorkerState = websocket.app.state.worker
-    raw_sid = websocket.path_params["session_id"]
-    raw_path = websocket.path_params.get("path")
-    await websocket.accept()
+async def yjs_endpoint(state: WorkerState, target: str, receive: Receive, send: Send) -> None:
+    """``target`` is the URL path after ``/yjs/``: ``SESSION`` or ``SESSION/path/of/file``."""
+    if not await accept(receive, send):
+        return
+    raw_sid, _, raw_path = target.partition("/")
     try:
         session_id = validate_session_id(raw_sid)
-        doc_name = INDEX_DOC if raw_path in (None, "") else check_path(raw_path)
+        doc_name = INDEX_DOC if not raw_path else check_path(raw_path)
     except (ValueError, PathRefused) as exc:
         state.metrics.protocol_errors.labels("bad_target").inc()
-        await close(websocket, CLOSE_POLICY, f"invalid target: {exc}")
+        await close(send, CLOSE_POLICY, f"invalid target: {exc}")
         return
     try:
         session = await state.manager.acquire(session_id)
     except SessionUnavailable as exc:
-        await close(websocket, CLOSE_RESTART if exc.draining else CLOSE_TRY_AGAIN, exc.reason)
+        await close(send, CLOSE_RESTART if exc.draining else CLOSE_TRY_AGAIN, exc.reason)
         return
 
     client = Client("yjs", state.settings.send_buffer_bytes,
@@ -80,7 +80,7 @@ async def yjs_endpoint(websocket: WebSocket) -> None:
         snapshot = room.awareness_snapshot()
         if snapshot is not None:
             client.send(snapshot)
-        await pump(websocket, client, handle)
+        await pump(receive, send, client, handle)
     finally:
         gauge.dec()
         session.detach(client, doc_name)

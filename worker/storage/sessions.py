@@ -144,9 +144,13 @@ class CompactResult:
 class SessionStore:
     """Session-level persistence over a ``Store``; safe with any number of concurrent peers."""
 
-    def __init__(self, store: Store, worker_id: str) -> None:
+    def __init__(
+        self, store: Store, worker_id: str, *, clock: Callable[[], int] | None = None
+    ) -> None:
+        """``clock`` returns the milliseconds used in object names (tests make it deterministic)."""
         self.store = store
         self.worker_id = _validate_name(worker_id, "worker id")
+        self._clock = clock or _now_ms
 
     # -- updates ---------------------------------------------------------------------------
 
@@ -195,9 +199,10 @@ class SessionStore:
             return CompactResult(snapshot_key=None)
         docs = await anyio.to_thread.run_sync(_merge_objects, objects)
         snapshot_key = prefix + SNAPSHOTS + self._object_name(".snap")
-        merged = [k for k, _ in objects]
-        await self._for_each(merged, self.store.delete)
         await self.store.put(snapshot_key, encode_segment(sorted(docs.items())))
+        merged = [k for k, _ in objects]
+        merged = [k for k in await self._list_state(prefix) if k != snapshot_key]
+        await self._for_each(merged, self.store.delete)
         return CompactResult(snapshot_key=snapshot_key, merged_keys=merged, docs=len(docs))
 
     # -- operations log --------------------------------------------------------------------
@@ -271,7 +276,7 @@ class SessionStore:
     # -- internals -------------------------------------------------------------------------
 
     def _object_name(self, suffix: str) -> str:
-        ms = time.time_ns() // 1_000_000
+        ms = self._clock()
         seq = next(_SEQUENCE)
         return f"{ms:013d}-{self.worker_id}-{seq:08d}-{secrets.token_hex(3)}{suffix}"
 
@@ -314,6 +319,10 @@ class SessionStore:
                 tg.start_soon(one, key)
         if errors:
             raise errors[0]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _prefix(session_id: str) -> str:

@@ -1,0 +1,263 @@
+"""Run every benchmark shape against every server, side by side, in one invocation.
+
+    python -m bench.run                       # all shapes, worker + pycrdt + hocuspocus, 10 s each
+    python -m bench.run --servers pycrdt,hocuspocus --duration 30
+    python -m bench.run --server '{"name": "mine", "cmd": "...", "url": "ws://127.0.0.1:{port}/yjs"}'
+
+Each (shape, server) pair gets a freshly started server, so no run inherits another's rooms or
+heap. The load generators connect every client, then all start writing at one instant; the server's
+CPU seconds are the /proc delta over exactly the measured window, its RSS is read at the window's
+end. Results: a markdown table per shape and the raw figures as JSON under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import procstat
+from bench.report import render, versions
+from bench.stats import Histogram
+from bench.target import DEFAULT_SERVERS, ROOT, SERVERS, Running, ServerSpec, StartError, running
+
+NS = 1_000_000_000
+GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Shape:
+    key: str
+    title: str
+    rooms: int
+    clients: int
+    writers: int
+    rate: float | None  # per writer; None: as fast as they can
+
+    @property
+    def idle(self) -> bool:
+        return self.writers == 0
+
+    def processes(self) -> list[list[str]]:
+        """Load-generator processes: writers apart from readers, so receiving never delays a
+        send; a shape of only writers (or only idle clients) is split in two shards."""
+        if 0 < self.writers < self.clients:
+            return [["--select", "writers"], ["--select", "readers"]]
+        return [["--shard", "0/2"], ["--shard", "1/2"]]
+
+
+SHAPES = {
+    "fanout": Shape("fanout", "1 room x 50 clients, 1 writer at 50 updates/s", 1, 50, 1, 50),
+    "rooms": Shape(
+        "rooms", "200 rooms x 2 clients, 1 writer per room at 5 updates/s", 200, 2, 1, 5
+    ),
+    "max": Shape("max", "1 room x 10 writers, as fast as they can", 1, 10, 10, None),
+    "idle": Shape("idle", "2,000 idle connections over 1,000 rooms", 1000, 2, 0, None),
+}
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def _event(process: asyncio.subprocess.Process, name: str, limit_s: float) -> dict[str, Any]:
+    assert process.stdout is not None
+    async with asyncio.timeout(limit_s):
+        while line := await process.stdout.readline():
+            message: dict[str, Any] = json.loads(line)
+            if message.get("event") == name:
+                return message
+    raise RuntimeError(f"load generator exited (code {await process.wait()}) before {name!r}")
+
+
+async def _loadgen(
+    server: Running, shape: Shape, extra: list[str], duration: float, prefix: str, window: int
+) -> asyncio.subprocess.Process:
+    args = [
+        sys.executable, "-m", "bench.loadgen", "--coordinated",
+        "--url", server.url, "--framing", server.spec.framing.value,
+        "--rooms", str(shape.rooms), "--clients", str(shape.clients),
+        "--writers", str(shape.writers), "--rate", "max" if shape.rate is None else str(shape.rate),
+        "--duration", str(duration), "--grace", str(GRACE_S), "--prefix", prefix,
+        "--window", str(window), *extra,
+    ]  # fmt: skip
+    if shape.idle:
+        args.append("--idle")
+    return await asyncio.create_subprocess_exec(
+        *args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+
+
+async def measure(
+    key: str, spec: ServerSpec, shape: Shape, duration: float, window: int
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"server": key, "name": spec.name, "shape": shape.key}
+    prefix = f"b{int(time.time()) % 100000}-{shape.key}"
+    async with running(spec) as server:
+        await asyncio.sleep(0.5)
+        before = procstat.sample(server.pid)
+        procs = [
+            await _loadgen(server, shape, x, duration, prefix, window) for x in shape.processes()
+        ]
+        try:
+            for p in procs:
+                await _event(p, "connected", limit_s=180)
+            await asyncio.sleep(2.0 if shape.idle else 1.0)
+            start_ns = time.monotonic_ns() + NS // 3
+            end_ns = start_ns + int(duration * NS)
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write(json.dumps({"start_ns": start_ns, "end_ns": end_ns}).encode() + b"\n")
+                await p.stdin.drain()
+            say(f"    connected; measuring {duration:g} s")
+            await asyncio.sleep((start_ns - time.monotonic_ns()) / NS)
+            s0, g0 = procstat.sample(server.pid), [procstat.cpu_seconds(p.pid) for p in procs]
+            await asyncio.sleep((end_ns - time.monotonic_ns()) / NS)
+            s1, g1 = procstat.sample(server.pid), [procstat.cpu_seconds(p.pid) for p in procs]
+            results = [await _event(p, "done", limit_s=GRACE_S + 60) for p in procs]
+        finally:
+            for p in procs:
+                if p.returncode is None:
+                    p.kill()
+                await p.wait()
+    row.update(_aggregate(shape, duration, results))
+    cpu = s1.cpu - s0.cpu
+    delivered = row["delivered"]
+    row.update(
+        server_cpu_s=cpu,
+        server_cpu_pct=100 * cpu / duration,
+        cpu_s_per_1k=1000 * cpu / delivered if delivered else None,
+        rss_before_mb=before.rss / 2**20,
+        rss_mb=s1.rss / 2**20,
+        rss_per_conn_kb=(s1.rss - before.rss) / row["connections"] / 1024
+        if row["connections"]
+        else None,
+        loadgen_cpu_pct=[round(100 * (b - a) / duration) for a, b in zip(g0, g1, strict=True)],
+    )
+    return row
+
+
+def _aggregate(shape: Shape, duration: float, results: list[dict[str, Any]]) -> dict[str, Any]:
+    hist = {k: Histogram() for k in ("latency_us", "open_us", "synced_us")}
+    totals = {k: 0 for k in ("connected", "failed", "closed_early", "deflated", "sent", "skipped")}
+    delivered_window = delivered_total = 0
+    echo: list[bool] = []
+    errors: list[str] = []
+    for r in results:
+        for k, h in hist.items():
+            h.merge(Histogram.from_json(r[k]))
+        for k in totals:
+            totals[k] += r[k]
+        delivered_window += r["delivered_window"]
+        delivered_total += r["delivered_total"]
+        if r["echo"] is not None:
+            echo.append(r["echo"])
+        errors += r["errors"]
+    expected = totals["sent"] * (shape.clients - 1)
+
+    def ms(h: Histogram, p: float) -> float | None:
+        value = h.percentile(p)
+        return None if value is None else value / 1000
+
+    return {
+        "connections": totals["connected"],
+        "failed": totals["failed"],
+        "closed_early": totals["closed_early"],
+        "deflate": totals["deflated"] > 0,
+        "sent": totals["sent"],
+        "skipped": totals["skipped"],
+        "sent_per_s": totals["sent"] / duration,
+        "delivered": delivered_window,
+        "delivered_per_s": delivered_window / duration,
+        "delivery_ratio": delivered_total / expected if expected else None,
+        "latency_p50_ms": ms(hist["latency_us"], 50),
+        "latency_p99_ms": ms(hist["latency_us"], 99),
+        "connect_p50_ms": ms(hist["synced_us"], 50),
+        "connect_p99_ms": ms(hist["synced_us"], 99),
+        "open_p50_ms": ms(hist["open_us"], 50),
+        "open_p99_ms": ms(hist["open_us"], 99),
+        "echo": all(echo) if echo else None,
+        "errors": errors[:5],
+    }
+
+
+def _ensure_node_modules() -> None:
+    js = ROOT / "tests" / "js"
+    if not (js / "node_modules" / "@hocuspocus" / "server").is_dir():
+        say("installing tests/js node packages (npm ci)")
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=js, check=True, timeout=600)
+
+
+async def run(
+    servers: dict[str, ServerSpec], shapes: list[Shape], duration: float, window: int
+) -> list[dict[str, Any]]:
+    rows = []
+    total, done = len(servers) * len(shapes), 0
+    for shape in shapes:
+        for key, spec in servers.items():
+            done += 1
+            say(f"[{done}/{total}] {shape.title} x {spec.name}")
+            try:
+                row = await measure(key, spec, shape, duration, window)
+            except (StartError, RuntimeError, TimeoutError) as exc:
+                say(f"    FAILED: {exc}")
+                rows.append(
+                    {"server": key, "name": spec.name, "shape": shape.key, "error": str(exc)}
+                )
+                continue
+            say(
+                f"    {row['delivered_per_s']:.0f} delivered/s,"
+                f" p99 {row['latency_p99_ms'] or 0:.1f} ms,"
+                f" server CPU {row['server_cpu_pct']:.0f}%, RSS {row['rss_mb']:.0f} MB,"
+                f" loadgen CPU {row['loadgen_cpu_pct']}%"
+            )
+            rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--servers", default=",".join(DEFAULT_SERVERS), help=f"of {', '.join(SERVERS)}")
+    p.add_argument("--server", action="append", default=[], help="an extra server, as JSON")
+    p.add_argument("--shapes", default=",".join(SHAPES), help=f"of {', '.join(SHAPES)}")
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per shape")
+    p.add_argument("--window", type=int, default=8, help="in-flight updates per max-rate writer")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    a = p.parse_args(argv)
+
+    servers = {k: SERVERS[k] for k in a.servers.split(",") if k}
+    for text in a.server:
+        spec = ServerSpec.from_json(text)
+        servers[spec.name] = spec
+    shapes = [SHAPES[k] for k in a.shapes.split(",") if k]
+    if any(s.framing.value == "hocuspocus" for s in servers.values()):
+        _ensure_node_modules()
+
+    started = datetime.now(UTC)
+    rows = asyncio.run(run(servers, shapes, a.duration, a.window))
+    meta = {
+        "started": started.isoformat(),
+        "duration_s": a.duration,
+        "window": a.window,
+        **versions(),
+    }
+    meta["servers"] = {k: {"name": s.name, "cmd": s.cmd} for k, s in servers.items()}
+    markdown = render(meta, rows, shapes=list(shapes))
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    stem = a.out / started.strftime("%Y%m%d-%H%M%S")
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    stem.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    say(f"wrote {stem}.md and {stem}.json")
+
+
+if __name__ == "__main__":
+    main()

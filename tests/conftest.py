@@ -31,20 +31,31 @@ def storage_env(backend: str, tmp_path: Path, request: pytest.FixtureRequest) ->
         return {"STORAGE_DIR": str(tmp_path / "storage")}
     if backend == "s3":
         server: S3Server = request.getfixturevalue("s3_server")
-        return {"MINIO_ENDPOINT": server.host, "MINIO_PORT": str(server.port), "MINIO_BUCKET": bucket,
-                "MINIO_ACCESS_KEY": server.access_key, "MINIO_SECRET_KEY": server.secret_key}
-    return {"MINIO_ENDPOINT": os.environ["MINIO_TEST_ENDPOINT"],
-            "MINIO_PORT": os.environ.get("MINIO_TEST_PORT", "9000"),
-            "MINIO_BUCKET": f"{os.environ.get('MINIO_TEST_BUCKET', 'collab-test')}-{bucket}"[:63],
-            "MINIO_ACCESS_KEY": os.environ.get("MINIO_TEST_ACCESS_KEY", ""),
-            "MINIO_SECRET_KEY": os.environ.get("MINIO_TEST_SECRET_KEY", ""),
-            "MINIO_SECURE": os.environ.get("MINIO_TEST_SECURE", "false")}
+        return {
+            "MINIO_ENDPOINT": server.host,
+            "MINIO_PORT": str(server.port),
+            "MINIO_BUCKET": bucket,
+            "MINIO_ACCESS_KEY": server.access_key,
+            "MINIO_SECRET_KEY": server.secret_key,
+        }
+    return {
+        "MINIO_ENDPOINT": os.environ["MINIO_TEST_ENDPOINT"],
+        "MINIO_PORT": os.environ.get("MINIO_TEST_PORT", "9000"),
+        "MINIO_BUCKET": f"{os.environ.get('MINIO_TEST_BUCKET', 'collab-test')}-{bucket}"[:63],
+        "MINIO_ACCESS_KEY": os.environ.get("MINIO_TEST_ACCESS_KEY", ""),
+        "MINIO_SECRET_KEY": os.environ.get("MINIO_TEST_SECRET_KEY", ""),
+        "MINIO_SECURE": os.environ.get("MINIO_TEST_SECURE", "false"),
+    }
 
 
 STORAGE_BACKENDS = [
     pytest.param("local"),
     pytest.param("s3", marks=pytest.mark.s3),
-    *([pytest.param("minio", marks=pytest.mark.s3)] if os.environ.get("MINIO_TEST_ENDPOINT") else []),
+    *(
+        [pytest.param("minio", marks=pytest.mark.s3)]
+        if os.environ.get("MINIO_TEST_ENDPOINT")
+        else []
+    ),
 ]
 
 

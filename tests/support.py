@@ -41,8 +41,14 @@ def free_port() -> int:
 
 def settings_for(storage: StorageSettings, **kw: Any) -> Settings:
     base: dict[str, Any] = dict(
-        host="127.0.0.1", port=free_port(), worker_id="w-test", flush_interval_ms=100,
-        session_idle_ms=60_000, storage=storage, drain_timeout_ms=5_000, log_interval_ms=100,
+        host="127.0.0.1",
+        port=free_port(),
+        worker_id="w-test",
+        flush_interval_ms=100,
+        session_idle_ms=60_000,
+        storage=storage,
+        drain_timeout_ms=5_000,
+        log_interval_ms=100,
     )
     base.update(kw)
     return Settings(**base)
@@ -68,7 +74,9 @@ class RunningWorker:
 
 
 @asynccontextmanager
-async def run_worker(settings: Settings, store: Store | None = None) -> AsyncIterator[RunningWorker]:
+async def run_worker(
+    settings: Settings, store: Store | None = None
+) -> AsyncIterator[RunningWorker]:
     """A real uvicorn worker on a free loopback port, in this event loop."""
     app = create_app(settings, store)
     config = uvicorn_config(app, settings.host, settings.port, settings.max_message_bytes)
@@ -92,7 +100,9 @@ async def run_worker(settings: Settings, store: Store | None = None) -> AsyncIte
 class WorkerProcess:
     """``collab worker`` as a real subprocess, for signals and restarts."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], port: int | None = None, log: Path | None = None
+    ) -> None:
         self.port = port or free_port()
         self.env = {**os.environ, **env, "PORT": str(self.port), "LOG_FORMAT": "json"}
         self.log_path = log
@@ -109,11 +119,17 @@ class WorkerProcess:
     async def start(self, timeout: float = 20) -> None:
         if self.log_path is not None:
             with open(self.log_path, "ab") as out:  # the child keeps its own copy of the fd
-                self.proc = subprocess.Popen([sys.executable, "-m", "worker"], env=self.env,
-                                             cwd=ROOT, stdout=out, stderr=out)
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "worker"], env=self.env, cwd=ROOT, stdout=out, stderr=out
+                )
         else:
-            self.proc = subprocess.Popen([sys.executable, "-m", "worker"], env=self.env, cwd=ROOT,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "worker"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient() as http:
             while time.monotonic() < deadline:
@@ -203,7 +219,9 @@ class JsonClient:
                 return self.inbox.pop(i)
         deadline = time.monotonic() + timeout
         while True:
-            m = json.loads(await asyncio.wait_for(self.ws.recv(), max(0.01, deadline - time.monotonic())))
+            m = json.loads(
+                await asyncio.wait_for(self.ws.recv(), max(0.01, deadline - time.monotonic()))
+            )
             if m.get("type") in kinds:
                 return m
             self.inbox.append(m)
@@ -298,7 +316,9 @@ class YjsClient:
         await self.wait_for(lambda: str(self.text) == expected, timeout)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5, what: str = "condition") -> None:
+async def wait_until(
+    predicate: Callable[[], bool], timeout: float = 5, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

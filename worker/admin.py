@@ -26,7 +26,10 @@ def require_admin(token: str | None, endpoint: Endpoint) -> Endpoint:
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
             return JSONResponse(
-                {"error": "missing or wrong admin token: send 'Authorization: Bearer $ADMIN_TOKEN'"},
+                {
+                    "error": "missing or wrong admin token: "
+                    "send 'Authorization: Bearer $ADMIN_TOKEN'"
+                },
                 status_code=401,
             )
         return await endpoint(request)

@@ -54,17 +54,32 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         cfg = settings.storage
-        raw = store if store is not None else open_store(
-            endpoint=cfg.minio_endpoint, port=cfg.minio_port, bucket=cfg.minio_bucket,
-            access_key=cfg.minio_access_key or "", secret_key=cfg.minio_secret_key or "",
-            secure=cfg.minio_secure, storage_dir=cfg.storage_dir)
-        session_store = SessionStore(InstrumentedStore(raw, metrics.storage_request),
-                                     settings.worker_id)
+        raw = (
+            store
+            if store is not None
+            else open_store(
+                endpoint=cfg.minio_endpoint,
+                port=cfg.minio_port,
+                bucket=cfg.minio_bucket,
+                access_key=cfg.minio_access_key or "",
+                secret_key=cfg.minio_secret_key or "",
+                secure=cfg.minio_secure,
+                storage_dir=cfg.storage_dir,
+            )
+        )
+        session_store = SessionStore(
+            InstrumentedStore(raw, metrics.storage_request), settings.worker_id
+        )
         manager = SessionManager(settings, session_store, metrics)
         state = WorkerState(settings, metrics, session_store, manager)
         app.state.worker = state
-        log.info("worker_started", worker=settings.worker_id, port=settings.port,
-                 storage=settings.storage.describe(), flush_interval_ms=settings.flush_interval_ms)
+        log.info(
+            "worker_started",
+            worker=settings.worker_id,
+            port=settings.port,
+            storage=settings.storage.describe(),
+            flush_interval_ms=settings.flush_interval_ms,
+        )
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(manager.run)
@@ -122,18 +137,24 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
     async def admin_status(request: Request) -> Response:
         state = worker(request)
         manager = state.manager
-        return JSONResponse({
-            "worker": settings.worker_id,
-            "state": "draining" if manager.draining else "active",
-            "sessions": len(manager.sessions),
-            "connections": sum(s.client_count for s in manager.sessions.values()),
-            "storage": "ok" if manager.storage_ok else "unavailable",
-        })
+        return JSONResponse(
+            {
+                "worker": settings.worker_id,
+                "state": "draining" if manager.draining else "active",
+                "sessions": len(manager.sessions),
+                "connections": sum(s.client_count for s in manager.sessions.values()),
+                "storage": "ok" if manager.storage_ok else "unavailable",
+            }
+        )
 
     async def admin_sessions(request: Request) -> Response:
         manager = worker(request).manager
-        return JSONResponse({"worker": settings.worker_id,
-                             "sessions": [s.describe() for s in manager.sessions.values()]})
+        return JSONResponse(
+            {
+                "worker": settings.worker_id,
+                "sessions": [s.describe() for s in manager.sessions.values()],
+            }
+        )
 
     async def admin_drain(request: Request) -> Response:
         manager = worker(request).manager
@@ -145,8 +166,13 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
         return JSONResponse({"worker": settings.worker_id, "state": "active"})
 
     async def index(request: Request) -> Response:
-        return JSONResponse({"service": "collab-worker", "worker": settings.worker_id,
-                             "protocols": {"json": "/ (or /ws)", "yjs": "/yjs/{session}/{path}"}})
+        return JSONResponse(
+            {
+                "service": "collab-worker",
+                "worker": settings.worker_id,
+                "protocols": {"json": "/ (or /ws)", "yjs": "/yjs/{session}/{path}"},
+            }
+        )
 
     token = settings.admin_token
     routes = [

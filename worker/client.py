@@ -28,8 +28,18 @@ class Client:
     """Owned by its endpoint; sessions and rooms only call ``send`` and ``close``."""
 
     __slots__ = (
-        "_buffer", "_buffered", "_closing", "_wake", "abort_send", "close_code", "close_reason",
-        "id", "limit", "on_overflow", "protocol", "user_id",
+        "_buffer",
+        "_buffered",
+        "_closing",
+        "_wake",
+        "abort_send",
+        "close_code",
+        "close_reason",
+        "id",
+        "limit",
+        "on_overflow",
+        "protocol",
+        "user_id",
     )
 
     def __init__(
@@ -66,14 +76,15 @@ class Client:
         if self._buffered > self.limit:
             if self.on_overflow is not None:
                 self.on_overflow()
-            self.close(CLOSE_POLICY, "send buffer overflow: client too slow to keep up",
-                       discard=True)
+            self.close(
+                CLOSE_POLICY, "send buffer overflow: client too slow to keep up", discard=True
+            )
             return False
         self._wake.set()
         return True
 
     def close(self, code: int, reason: str, *, discard: bool = False) -> None:
-        """Asks the writer to send what is buffered (or ``discard`` it), then close with ``code``."""
+        """Asks the writer to send what is buffered (or ``discard`` it), then close."""
         if self._closing:
             return
         self._closing = True

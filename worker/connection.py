@@ -63,13 +63,18 @@ async def pump(receive: Receive, send: Send, client: Client, handle: Handler) ->
             return
         # A peer that stopped reading may never take the close frame either.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(close(send, client.close_code, client.close_reason),
-                                   _CLOSE_GRACE_S)
+            await asyncio.wait_for(
+                close(send, client.close_code, client.close_reason), _CLOSE_GRACE_S
+            )
         if not reader_done:
             reader.cancel()
 
     writer = asyncio.create_task(write())
-    client.abort_send = writer.cancel
+
+    def abort() -> None:
+        writer.cancel()
+
+    client.abort_send = abort
     try:
         while not client.closing:
             message = await receive()

@@ -44,12 +44,15 @@ def apply_text(text: Text, new: str) -> None:
     if max(len(a), len(b)) > _DIFF_LIMIT:
         ops = [("replace", 0, len(a), 0, len(b))]
     else:
-        ops = [op for op in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
-               if op[0] != "equal"]
+        ops = [
+            op
+            for op in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+            if op[0] != "equal"
+        ]
     # Apply right to left so earlier offsets stay valid.
     for tag, i1, i2, j1, j2 in reversed(ops):
         if tag in ("replace", "delete"):
-            del text[start + i1:start + i2]
+            del text[start + i1 : start + i2]
         if tag in ("replace", "insert"):
             text.insert(start + i1, b[j1:j2])
 
@@ -59,15 +62,15 @@ class Shadows:
 
     def __init__(self, limit: int = 64) -> None:
         self.limit = limit
-        self._docs: OrderedDict[str, Doc] = OrderedDict()
+        self._docs: OrderedDict[str, Doc[Any]] = OrderedDict()
 
-    def get(self, path: str) -> Doc | None:
+    def get(self, path: str) -> Doc[Any] | None:
         doc = self._docs.get(path)
         if doc is not None:
             self._docs.move_to_end(path)
         return doc
 
-    def remember(self, path: str, doc: Doc) -> None:
+    def remember(self, path: str, doc: Doc[Any]) -> None:
         self._docs[path] = doc
         self._docs.move_to_end(path)
         while len(self._docs) > self.limit:
@@ -130,7 +133,7 @@ def _delete(session: Session, user: str, path: str) -> None:
     with session.local_edit(path, user) as doc:
         text = doc.get("content", type=Text)
         if len(str(text)):
-            del text[0:len(str(text))]
+            del text[0 : len(str(text))]
     session.unlist(path, user)
 
 

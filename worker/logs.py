@@ -26,4 +26,6 @@ def configure_logging(fmt: str, level: int = logging.INFO) -> None:
         cache_logger_on_first_use=True,
     )
     # uvicorn's own loggers: errors only, one line each, so they don't drown ours.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s"
+    )

@@ -16,11 +16,15 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class WorkerMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.sessions_active = Gauge("collab_sessions_active", "Live sessions on this worker", registry=r)
+        self.sessions_active = Gauge(
+            "collab_sessions_active", "Live sessions on this worker", registry=r
+        )
         self.connections_active = Gauge(
             "collab_connections_active", "Open client connections", ["protocol"], registry=r
         )
-        self.documents_loaded = Gauge("collab_documents_loaded", "Documents held in memory", registry=r)
+        self.documents_loaded = Gauge(
+            "collab_documents_loaded", "Documents held in memory", registry=r
+        )
         self.updates_received = Counter(
             "collab_updates_received_total", "Yjs updates received from clients", registry=r
         )
@@ -31,16 +35,22 @@ class WorkerMetrics:
             "collab_messages_sent_total", "Messages queued to clients (fan-out)", registry=r
         )
         self.flush_seconds = Histogram(
-            "collab_flush_seconds", "Time to write one session's pending updates",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "collab_flush_seconds",
+            "Time to write one session's pending updates",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
-        self.flush_errors = Counter("collab_flush_errors_total", "Failed flush attempts", registry=r)
+        self.flush_errors = Counter(
+            "collab_flush_errors_total", "Failed flush attempts", registry=r
+        )
         self.storage_requests = Counter(
             "collab_storage_requests_total", "Storage requests", ["op", "outcome"], registry=r
         )
         self.session_load_seconds = Histogram(
-            "collab_session_load_seconds", "Time to load a session from storage",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "collab_session_load_seconds",
+            "Time to load a session from storage",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.commits = Counter("collab_commits_total", "Auto-commits", ["outcome"], registry=r)
         self.draining = Gauge("collab_worker_draining", "1 while the worker drains", registry=r)
@@ -51,11 +61,14 @@ class WorkerMetrics:
             "collab_unflushed_bytes", "Bytes of updates held only in memory", registry=r
         )
         self.unflushed_age = Gauge(
-            "collab_unflushed_age_seconds", "Age of the oldest update not yet in storage", registry=r
+            "collab_unflushed_age_seconds",
+            "Age of the oldest update not yet in storage",
+            registry=r,
         )
         self.slow_clients_dropped = Counter(
             "collab_slow_clients_disconnected_total",
-            "Clients disconnected because their send buffer overflowed", registry=r,
+            "Clients disconnected because their send buffer overflowed",
+            registry=r,
         )
         self.protocol_errors = Counter(
             "collab_protocol_errors_total", "Rejected client messages", ["reason"], registry=r

@@ -43,7 +43,7 @@ class Room:
             self._send_all(yjs.awareness_message(yjs.encode_awareness(gone)), None)
 
     def publish(self, update: bytes, frame: bytes | None, origin: Client | None) -> None:
-        """Queues a document update for this turn's fan-out; ``frame`` is the update already framed."""
+        """Queues an update for this turn's fan-out; ``frame`` is it already framed, if known."""
         if not self.clients or (len(self.clients) == 1 and origin in self.clients):
             return
         self._outbox.append((update, frame, origin))

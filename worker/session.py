@@ -75,7 +75,7 @@ class Session:
         self.worker_id = worker_id
         self.metrics = metrics
         self._stored = dict(stored_docs)  # merged updates not yet turned into Docs
-        self._docs: dict[str, Doc] = {}
+        self._docs: dict[str, Doc[Any]] = {}
         self.rooms: dict[str, Room] = {}
         self.json_clients: set[Client] = set()
         self._pending: list[PendingUpdate] = []
@@ -84,6 +84,7 @@ class Session:
         # document being edited, closed into an entry when the log is written.
         self._log: list[dict[str, Any]] = []
         self._bursts: dict[str, dict[str, Any]] = {}
+        self._log_inflight: list[dict[str, Any]] = []
         self.pending_bytes = 0
         self.moving = False
         self.last_activity = time.time()
@@ -96,7 +97,7 @@ class Session:
 
     # --- documents -------------------------------------------------------------------------
 
-    def doc(self, name: str) -> Doc:
+    def doc(self, name: str) -> Doc[Any]:
         doc = self._docs.get(name)
         if doc is None:
             doc = Doc()
@@ -108,7 +109,8 @@ class Session:
         return doc
 
     def text(self, path: str) -> Text:
-        return self.doc(path).get(CONTENT, type=Text)
+        text: Text = self.doc(path).get(CONTENT, type=Text)
+        return text
 
     def has_file(self, path: str) -> bool:
         return path in self._listed
@@ -188,7 +190,7 @@ class Session:
             self.ensure_listed(name, origin.user_id)
 
     @contextmanager
-    def local_edit(self, name: str, user: str, doc: Doc | None = None) -> Iterator[Doc]:
+    def local_edit(self, name: str, user: str, doc: Doc[Any] | None = None) -> Iterator[Doc[Any]]:
         """A server-side edit (a JSON file operation); its update goes the usual way.
 
         With ``doc`` given (a JSON client's shadow copy, see ``files``), the edit is made there
@@ -210,9 +212,9 @@ class Session:
                 live.apply_update(update)
             self._commit_update(name, update, user, None, None)
 
-    def copy_doc(self, name: str) -> Doc:
+    def copy_doc(self, name: str) -> Doc[Any]:
         """An independent replica of a document as it is now (a JSON client's shadow)."""
-        replica = Doc()
+        replica: Doc[Any] = Doc()
         replica.apply_update(self.doc(name).get_update())
         return replica
 
@@ -240,8 +242,14 @@ class Session:
             burst = self._bursts.get(name)
             if burst is None:
                 burst = self._bursts[name] = {
-                    "ts": iso_time(now), "userId": user, "worker": self.worker_id, "op": "edit",
-                    "path": name, "bytes": 0, "updates": 0, "users": [],
+                    "ts": iso_time(now),
+                    "userId": user,
+                    "worker": self.worker_id,
+                    "op": "edit",
+                    "path": name,
+                    "bytes": 0,
+                    "updates": 0,
+                    "users": [],
                 }
             burst["bytes"] += len(update)
             burst["updates"] += 1
@@ -256,8 +264,14 @@ class Session:
             self.broadcast_json(message, exclude=origin)
 
     def log(self, op: str, user: str, path: str, nbytes: int, **extra: Any) -> None:
-        entry = {"ts": iso_time(time.time()), "userId": user, "worker": self.worker_id,
-                 "op": op, "path": path, "bytes": nbytes}
+        entry = {
+            "ts": iso_time(time.time()),
+            "userId": user,
+            "worker": self.worker_id,
+            "op": op,
+            "path": path,
+            "bytes": nbytes,
+        }
         entry.update(extra)
         self._log.append(entry)
 
@@ -266,7 +280,9 @@ class Session:
     @property
     def dirty(self) -> bool:
         """True while any update (buffered or being written) or log entry is not yet durable."""
-        return bool(self._pending or self._inflight or self._log or self._bursts)
+        return bool(
+            self._pending or self._inflight or self._log or self._bursts or self._log_inflight
+        )
 
     @property
     def has_updates(self) -> bool:
@@ -309,9 +325,14 @@ class Session:
     def take_log(self) -> list[dict[str, Any]]:
         entries = self._log + list(self._bursts.values())
         self._log, self._bursts = [], {}
+        self._log_inflight = entries
         return entries
 
+    def log_flushed(self) -> None:
+        self._log_inflight = []
+
     def restore_log(self, entries: list[dict[str, Any]]) -> None:
+        self._log_inflight = []
         self._log[:0] = entries
 
     # --- sync helpers for the Yjs endpoint -------------------------------------------------
@@ -334,4 +355,3 @@ class Session:
             "unflushedBytes": self.unflushed_bytes,
             "users": sorted(self.users),
         }
-

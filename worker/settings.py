@@ -82,7 +82,8 @@ class StorageSettings:
             raise ConfigError(missing, "must be set when MINIO_ENDPOINT is set")
         if endpoint and ("/" in endpoint or ":" in endpoint):
             raise ConfigError(
-                "MINIO_ENDPOINT", f"must be a bare host name (port goes in MINIO_PORT), got {endpoint!r}"
+                "MINIO_ENDPOINT",
+                f"must be a bare host name (port goes in MINIO_PORT), got {endpoint!r}",
             )
         return cls(
             storage_dir=Path(env_str(env, "STORAGE_DIR", "./.collab/storage") or "."),
@@ -133,7 +134,8 @@ class Settings:
         worker_id = env_str(env, "WORKER_ID") or socket.gethostname()
         if not _valid_worker_id(worker_id):
             raise ConfigError(
-                "WORKER_ID", f"must be 1-64 chars of letters, digits, '.', '_', '-', got {worker_id!r}"
+                "WORKER_ID",
+                f"must be 1-64 chars of letters, digits, '.', '_', '-', got {worker_id!r}",
             )
         values: dict[str, object] = dict(
             port=env_int(env, "PORT", 8081, minimum=1),

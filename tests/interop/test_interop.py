@@ -42,15 +42,19 @@ async def test_js_pycrdt_and_json_clients_converge_and_survive_a_restart(
         async with JsonClient.connect(worker.url) as j:
             await j.join("interop", "json-user")
             await j.file_op(type="create", path="src/shared.py", content="[json-start]\n")
-            async with js_client(f"{worker.url}/yjs", room) as js, \
-                    pycrdt_client(worker.http, room) as py_text:
+            async with (
+                js_client(f"{worker.url}/yjs", room) as js,
+                pycrdt_client(worker.http, room) as py_text,
+            ):
                 await js.wait(expect_contains=["[json-start]"])
                 await wait_until(lambda: "[json-start]" in str(py_text), what="pycrdt synced")
                 # Everyone writes at once.
                 current = await j.get_file("src/shared.py") or ""
                 await asyncio.gather(
                     js.insert("[from-js]", at=0),
-                    j.file_op(type="update", path="src/shared.py", content=current + "[from-json]\n"),
+                    j.file_op(
+                        type="update", path="src/shared.py", content=current + "[from-json]\n"
+                    ),
                 )
                 py_text.insert(0, "[from-py]")
                 tokens = ["[json-start]", "[from-js]", "[from-json]", "[from-py]"]

@@ -20,17 +20,23 @@ class TestSlowClients:
         self, tmp_path: Path
     ) -> None:
         limit = 512 * 1024
-        settings = settings_for(StorageSettings(storage_dir=tmp_path / "s"), send_buffer_bytes=limit)
+        settings = settings_for(
+            StorageSettings(storage_dir=tmp_path / "s"), send_buffer_bytes=limit
+        )
         async with run_worker(settings) as worker:
             # A peer with a tiny kernel receive buffer that never reads: the server's writes
             # back up into this client's send buffer.
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect(("127.0.0.1", worker.settings.port))
-            stalled = await websockets.connect(f"{worker.url}/yjs/s-slow/a.txt", sock=sock, max_queue=1)
+            stalled = await websockets.connect(
+                f"{worker.url}/yjs/s-slow/a.txt", sock=sock, max_queue=1
+            )
             try:
-                async with YjsClient.connect(worker.url, "s-slow/a.txt") as writer, \
-                        YjsClient.connect(worker.url, "s-slow/a.txt") as reader:
+                async with (
+                    YjsClient.connect(worker.url, "s-slow/a.txt") as writer,
+                    YjsClient.connect(worker.url, "s-slow/a.txt") as reader,
+                ):
                     await asyncio.gather(writer.synced.wait(), reader.synced.wait())
                     # 12 MB in all: more than the kernel's socket buffers (up to 4 MB on the
                     # sending side here) plus the stalled client's 512 KB allowance.
@@ -62,7 +68,9 @@ async def _seed(storage: Path, sessions: list[str]) -> None:
 
 @pytest.mark.slow
 class TestJoinStorms:
-    async def test_100_clients_joining_20_fresh_sessions_at_once_all_sync(self, tmp_path: Path) -> None:
+    async def test_100_clients_joining_20_fresh_sessions_at_once_all_sync(
+        self, tmp_path: Path
+    ) -> None:
         storage = tmp_path / "s"
         sessions = [f"storm-{i}" for i in range(20)]
         await _seed(storage, sessions)
@@ -71,11 +79,15 @@ class TestJoinStorms:
             assert ok == 100
             assert len(worker.manager.sessions) == 20
 
-    async def test_clients_of_a_just_drained_worker_all_sync_on_the_next(self, tmp_path: Path) -> None:
+    async def test_clients_of_a_just_drained_worker_all_sync_on_the_next(
+        self, tmp_path: Path
+    ) -> None:
         storage = StorageSettings(storage_dir=tmp_path / "s")
         sessions = [f"moved-{i}" for i in range(20)]
-        async with run_worker(settings_for(storage, worker_id="w-a", admin_token="t")) as a, \
-                run_worker(settings_for(storage, worker_id="w-b")) as b:
+        async with (
+            run_worker(settings_for(storage, worker_id="w-a", admin_token="t")) as a,
+            run_worker(settings_for(storage, worker_id="w-b")) as b,
+        ):
             clients = []
             async with asyncio.TaskGroup() as tg:
                 for sid in sessions:
@@ -83,16 +95,21 @@ class TestJoinStorms:
                         clients.append(tg.create_task(_open_and_type(a.url, sid, f"[{sid}:{n}]")))
             handles = [t.result() for t in clients]
             async with httpx.AsyncClient() as http:
-                r = await http.post(f"{a.http}/admin/drain", headers={"Authorization": "Bearer t"},
-                                    timeout=30)
+                r = await http.post(
+                    f"{a.http}/admin/drain", headers={"Authorization": "Bearer t"}, timeout=30
+                )
                 assert r.status_code == 200 and r.json()["notDurable"] == []
             for y, cm in handles:
                 await wait_until(lambda y=y: y.close_code is not None, what="1012")
                 assert y.close_code == 1012
                 await cm.__aexit__(None, None, None)
             # Everyone reconnects at the same moment to the new owner.
-            ok = await _storm(b.url, sessions, per_session=5,
-                              expect=lambda sid: [f"[{sid}:{n}]" for n in range(5)])
+            ok = await _storm(
+                b.url,
+                sessions,
+                per_session=5,
+                expect=lambda sid: [f"[{sid}:{n}]" for n in range(5)],
+            )
             assert ok == 100
 
 

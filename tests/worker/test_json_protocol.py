@@ -11,8 +11,12 @@ class TestJoin:
     async def test_join_answers_joined_with_the_worker_id(self, worker: RunningWorker) -> None:
         async with JsonClient.connect(worker.url) as c:
             reply = await c.join("s-join", "alice")
-        assert reply == {"type": "joined", "sessionId": "s-join", "userId": "alice",
-                         "containerId": worker.settings.worker_id}
+        assert reply == {
+            "type": "joined",
+            "sessionId": "s-join",
+            "userId": "alice",
+            "containerId": worker.settings.worker_id,
+        }
 
     async def test_ws_path_serves_the_same_protocol(self, worker: RunningWorker) -> None:
         async with JsonClient.connect(worker.url, "/ws") as c:
@@ -26,20 +30,25 @@ class TestJoin:
                 assert await a.recv("userJoined") == {"type": "userJoined", "userId": "bob"}
             assert await a.recv("userLeft") == {"type": "userLeft", "userId": "bob"}
 
-    @pytest.mark.parametrize("message", [
-        {"type": "join"},
-        {"type": "join", "sessionId": "s"},
-        {"type": "join", "userId": "u"},
-        {"type": "join", "sessionId": "", "userId": "u"},
-        {"type": "join", "sessionId": 5, "userId": "u"},
-    ])
+    @pytest.mark.parametrize(
+        "message",
+        [
+            {"type": "join"},
+            {"type": "join", "sessionId": "s"},
+            {"type": "join", "userId": "u"},
+            {"type": "join", "sessionId": "", "userId": "u"},
+            {"type": "join", "sessionId": 5, "userId": "u"},
+        ],
+    )
     async def test_missing_ids_are_refused(self, worker: RunningWorker, message: dict) -> None:
         async with JsonClient.connect(worker.url) as c:
             reply = await c.request(message, "error")
         assert reply["error"] == "Missing sessionId or userId"
 
     @pytest.mark.parametrize("session", ["../x", "a/b", "x" * 200, ".hidden", "a..b", "s\x00"])
-    async def test_invalid_session_ids_are_refused(self, worker: RunningWorker, session: str) -> None:
+    async def test_invalid_session_ids_are_refused(
+        self, worker: RunningWorker, session: str
+    ) -> None:
         async with JsonClient.connect(worker.url) as c:
             reply = await c.request({"type": "join", "sessionId": session, "userId": "u"}, "error")
             assert reply["error"] == "Invalid sessionId"
@@ -67,7 +76,9 @@ class TestMessagesBeforeJoin:
 
 class TestMalformed:
     @pytest.mark.parametrize("raw", ["not json", "{", "[]", "42", '"join"', "{}", '{"type": 7}'])
-    async def test_malformed_messages_get_invalid_format(self, worker: RunningWorker, raw: str) -> None:
+    async def test_malformed_messages_get_invalid_format(
+        self, worker: RunningWorker, raw: str
+    ) -> None:
         async with JsonClient.connect(worker.url) as c:
             await c.send(raw)
             reply = await c.recv("error")
@@ -84,8 +95,9 @@ class TestMalformed:
             await c.join("s-nodata", "u")
             reply = await c.request({"type": "fileOperation"}, "error")
             assert reply["error"] == "Failed to apply file operation"
-            reply = await c.request({"type": "fileOperation", "data": {"type": "chmod", "path": "a"}},
-                                    "error")
+            reply = await c.request(
+                {"type": "fileOperation", "data": {"type": "chmod", "path": "a"}}, "error"
+            )
             assert reply["error"] == "Failed to apply file operation"
             assert "unknown file operation" in reply["reason"]
 
@@ -94,8 +106,9 @@ class TestFileOperations:
     async def test_create_then_get_file_and_get_files(self, worker: RunningWorker) -> None:
         async with JsonClient.connect(worker.url) as c:
             await c.join("s-files", "alice")
-            assert (await c.file_op(type="create", path="src/a.py", content="x = 1\n"))["type"] == \
-                "fileOperationSuccess"
+            assert (await c.file_op(type="create", path="src/a.py", content="x = 1\n"))[
+                "type"
+            ] == "fileOperationSuccess"
             await c.file_op(type="create", path="README.md", content="# hi\n")
             assert await c.get_file("src/a.py") == "x = 1\n"
             assert await c.get_files() == ["README.md", "src/a.py"]
@@ -121,8 +134,13 @@ class TestFileOperations:
         async with JsonClient.connect(worker.url) as a, JsonClient.connect(worker.url) as b:
             await a.join("s-bcast", "alice")
             await b.join("s-bcast", "bob")
-            op = {"type": "create", "path": "x.txt", "content": "hello", "userId": "alice",
-                  "timestamp": "2026-01-01T00:00:00Z"}
+            op = {
+                "type": "create",
+                "path": "x.txt",
+                "content": "hello",
+                "userId": "alice",
+                "timestamp": "2026-01-01T00:00:00Z",
+            }
             await a.file_op(**op)
             got = await b.recv("fileOperation")
         assert got == {"type": "fileOperation", "userId": "alice", "data": op}
@@ -134,19 +152,35 @@ class TestFileOperations:
         assert reply["error"] == "Failed to apply file operation"
 
 
-HOSTILE = ["../x", "/etc/passwd", "a/../../b", "a\x00b", ".git/config", ".collaboration/x",
-           "a\\b", "", "dir/", ".git", "..", "./../x"]
+HOSTILE = [
+    "../x",
+    "/etc/passwd",
+    "a/../../b",
+    "a\x00b",
+    ".git/config",
+    ".collaboration/x",
+    "a\\b",
+    "",
+    "dir/",
+    ".git",
+    "..",
+    "./../x",
+]
 
 
 class TestHostilePaths:
     @pytest.mark.parametrize("path", HOSTILE)
-    async def test_are_refused_everywhere_and_touch_nothing(self, worker: RunningWorker, path: str) -> None:
+    async def test_are_refused_everywhere_and_touch_nothing(
+        self, worker: RunningWorker, path: str
+    ) -> None:
         async with JsonClient.connect(worker.url) as c:
             await c.join("s-hostile", "mallory")
-            for op in ({"type": "create", "path": path, "content": "pwned"},
-                       {"type": "update", "path": path, "content": "pwned"},
-                       {"type": "delete", "path": path},
-                       {"type": "rename", "oldPath": path, "newPath": "ok.txt"}):
+            for op in (
+                {"type": "create", "path": path, "content": "pwned"},
+                {"type": "update", "path": path, "content": "pwned"},
+                {"type": "delete", "path": path},
+                {"type": "rename", "oldPath": path, "newPath": "ok.txt"},
+            ):
                 reply = await c.file_op(**op)
                 assert reply["type"] == "error", op
                 assert reply["error"] == "Failed to apply file operation"
@@ -156,7 +190,8 @@ class TestHostilePaths:
             assert reply["type"] == "error"
             reply = await c.request({"type": "getFile", "data": {"path": path}}, "error")
             assert reply["error"] == "Failed to get file"
-            reply = await c.request({"type": "yjsUpdate", "data": {"docId": path, "update": [0, 0]}},
-                                    "error")
+            reply = await c.request(
+                {"type": "yjsUpdate", "data": {"docId": path, "update": [0, 0]}}, "error"
+            )
             assert reply["error"] == "Failed to apply update"
             assert await c.get_files() == ["ok.txt"]

@@ -35,10 +35,14 @@ class TestInProcess:
                 await asyncio.wait_for(y.synced.wait(), 5)
                 for i in range(30):  # 30 updates inside one interval...
                     await y.insert(0, str(i % 10))
-                await wait_until(lambda: any(k.startswith("updates/") for k in segment_keys(storage, "s-gc")),
-                                 what="a segment")
+                await wait_until(
+                    lambda: any(k.startswith("updates/") for k in segment_keys(storage, "s-gc")),
+                    what="a segment",
+                )
                 # ...become one segment, not thirty.
-                assert len([k for k in segment_keys(storage, "s-gc") if k.startswith("updates/")]) == 1
+                assert (
+                    len([k for k in segment_keys(storage, "s-gc") if k.startswith("updates/")]) == 1
+                )
                 loaded = await SessionStore(LocalStore(storage), "reader").load("s-gc")
                 assert "a.txt" in loaded.docs
 
@@ -50,7 +54,9 @@ class TestInProcess:
                 await c.join("s-idle", "alice")
                 await c.file_op(type="create", path="a.txt", content="kept")
                 assert "s-idle" in worker.manager.sessions
-            await wait_until(lambda: "s-idle" not in worker.manager.sessions, timeout=5, what="unload")
+            await wait_until(
+                lambda: "s-idle" not in worker.manager.sessions, timeout=5, what="unload"
+            )
             keys = segment_keys(storage, "s-idle")
             assert [k for k in keys if k.startswith("snapshots/")], keys
             assert not [k for k in keys if k.startswith("updates/")], keys
@@ -71,13 +77,19 @@ class TestSigterm:
     async def test_flushes_closes_clients_with_1012_exits_and_restart_shows_every_edit(
         self, tmp_path: Path
     ) -> None:
-        env = {"STORAGE_DIR": str(tmp_path / "storage"), "WORKER_ID": "w-sig",
-               # a long interval: only the drain can have written these edits
-               "FLUSH_INTERVAL_MS": "60000"}
+        env = {
+            "STORAGE_DIR": str(tmp_path / "storage"),
+            "WORKER_ID": "w-sig",
+            # a long interval: only the drain can have written these edits
+            "FLUSH_INTERVAL_MS": "60000",
+        }
         proc = WorkerProcess(env, log=tmp_path / "worker.log")
         await proc.start()
         try:
-            async with YjsClient.connect(proc.url, "s-sig/a.txt") as y, JsonClient.connect(proc.url) as j:
+            async with (
+                YjsClient.connect(proc.url, "s-sig/a.txt") as y,
+                JsonClient.connect(proc.url) as j,
+            ):
                 await asyncio.wait_for(y.synced.wait(), 5)
                 await j.join("s-sig", "alice")
                 await j.file_op(type="create", path="b.txt", content="from json")
@@ -104,39 +116,65 @@ class TestSigterm:
         settings = settings_for(StorageSettings(storage_dir=tmp_path / "s"), admin_token="t0ken")
         async with run_worker(settings) as worker, httpx.AsyncClient() as http:
             assert (await http.get(f"{worker.http}/readyz")).status_code == 200
-            r = await http.post(f"{worker.http}/admin/drain", headers={"Authorization": "Bearer t0ken"})
+            r = await http.post(
+                f"{worker.http}/admin/drain", headers={"Authorization": "Bearer t0ken"}
+            )
             assert r.status_code == 200
             ready = await http.get(f"{worker.http}/readyz")
             assert ready.status_code == 503 and ready.json()["state"] == "draining"
             async with JsonClient.connect(worker.url) as c:
                 reply = await c.request({"type": "join", "sessionId": "s", "userId": "u"}, "error")
                 assert "draining" in reply["reason"]
-            await http.post(f"{worker.http}/admin/undrain", headers={"Authorization": "Bearer t0ken"})
+            await http.post(
+                f"{worker.http}/admin/undrain", headers={"Authorization": "Bearer t0ken"}
+            )
             assert (await http.get(f"{worker.http}/readyz")).status_code == 200
 
 
 class TestBadConfiguration:
-    async def test_stops_the_worker_at_start_with_one_line_naming_the_variable(self, tmp_path: Path) -> None:
+    async def test_stops_the_worker_at_start_with_one_line_naming_the_variable(
+        self, tmp_path: Path
+    ) -> None:
         import subprocess
         import sys
 
-        for env, variable in (({"PORT": "abc"}, "PORT"), ({"FLUSH_INTERVAL_MS": "-5"}, "FLUSH_INTERVAL_MS"),
-                              ({"MINIO_ENDPOINT": "minio"}, "MINIO_ACCESS_KEY"),
-                              ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"), ({"WORKER_ID": "a b"}, "WORKER_ID")):
-            result = subprocess.run([sys.executable, "-m", "ops.cli", "worker"], capture_output=True,
-                                    text=True, env={"PATH": "/usr/bin:/bin", "STORAGE_DIR": str(tmp_path), **env},
-                                    timeout=30)
+        for env, variable in (
+            ({"PORT": "abc"}, "PORT"),
+            ({"FLUSH_INTERVAL_MS": "-5"}, "FLUSH_INTERVAL_MS"),
+            ({"MINIO_ENDPOINT": "minio"}, "MINIO_ACCESS_KEY"),
+            ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+            ({"WORKER_ID": "a b"}, "WORKER_ID"),
+        ):
+            result = subprocess.run(
+                [sys.executable, "-m", "ops.cli", "worker"],
+                capture_output=True,
+                text=True,
+                env={"PATH": "/usr/bin:/bin", "STORAGE_DIR": str(tmp_path), **env},
+                timeout=30,
+            )
             assert result.returncode == 2, result.stderr
             lines = result.stderr.strip().splitlines()
             assert len(lines) == 1 and variable in lines[0], result.stderr
 
 
 async def test_worker_metrics_and_health(worker: RunningWorker) -> None:
-    names = ["collab_sessions_active", "collab_connections_active", "collab_documents_loaded",
-             "collab_updates_received_total", "collab_update_bytes_total", "collab_messages_sent_total",
-             "collab_flush_seconds", "collab_flush_errors_total", "collab_storage_requests_total",
-             "collab_session_load_seconds", "collab_commits_total", "collab_worker_draining",
-             "collab_event_loop_lag_seconds", "collab_unflushed_bytes", "collab_unflushed_age_seconds"]
+    names = [
+        "collab_sessions_active",
+        "collab_connections_active",
+        "collab_documents_loaded",
+        "collab_updates_received_total",
+        "collab_update_bytes_total",
+        "collab_messages_sent_total",
+        "collab_flush_seconds",
+        "collab_flush_errors_total",
+        "collab_storage_requests_total",
+        "collab_session_load_seconds",
+        "collab_commits_total",
+        "collab_worker_draining",
+        "collab_event_loop_lag_seconds",
+        "collab_unflushed_bytes",
+        "collab_unflushed_age_seconds",
+    ]
     async with JsonClient.connect(worker.url) as c, httpx.AsyncClient() as http:
         await c.join("s-metrics", "alice")
         await c.file_op(type="create", path="a.txt", content="x")

@@ -8,7 +8,9 @@ from tests.support import JsonClient, RunningWorker, YjsClient, wait_until
 
 
 class TestOneState:
-    async def test_a_file_created_over_json_is_seen_by_a_yjs_editor(self, worker: RunningWorker) -> None:
+    async def test_a_file_created_over_json_is_seen_by_a_yjs_editor(
+        self, worker: RunningWorker
+    ) -> None:
         async with JsonClient.connect(worker.url) as j:
             await j.join("s-j2y", "alice")
             await j.file_op(type="create", path="src/main.py", content="print('hi')\n")
@@ -18,8 +20,10 @@ class TestOneState:
     async def test_a_yjs_edit_is_seen_by_get_file_and_reaches_json_clients(
         self, worker: RunningWorker
     ) -> None:
-        async with JsonClient.connect(worker.url) as j, \
-                YjsClient.connect(worker.url, "s-y2j/notes.md") as y:
+        async with (
+            JsonClient.connect(worker.url) as j,
+            YjsClient.connect(worker.url, "s-y2j/notes.md") as y,
+        ):
             await j.join("s-y2j", "alice")
             await asyncio.wait_for(y.synced.wait(), 5)
             await y.insert(0, "typed in an editor")
@@ -35,37 +39,55 @@ class TestOneState:
         source = Doc()
         text = source.get("content", type=Text)
         text += "from a JSON client's own Y.Doc"
-        async with JsonClient.connect(worker.url) as j, \
-                YjsClient.connect(worker.url, "s-jy/a.txt") as y, \
-                JsonClient.connect(worker.url) as other:
+        async with (
+            JsonClient.connect(worker.url) as j,
+            YjsClient.connect(worker.url, "s-jy/a.txt") as y,
+            JsonClient.connect(worker.url) as other,
+        ):
             await j.join("s-jy", "alice")
             await other.join("s-jy", "bob")
-            await j.send({"type": "yjsUpdate",
-                          "data": {"docId": "a.txt", "update": list(source.get_update())}})
+            await j.send(
+                {
+                    "type": "yjsUpdate",
+                    "data": {"docId": "a.txt", "update": list(source.get_update())},
+                }
+            )
             await y.wait_text("from a JSON client's own Y.Doc")
             relayed = await other.recv("yjsUpdate")
             assert relayed["userId"] == "alice" and relayed["data"]["docId"] == "a.txt"
             assert await j.get_file("a.txt") == "from a JSON client's own Y.Doc"
 
-    async def test_a_json_update_keeps_an_editors_unrelated_text(self, worker: RunningWorker) -> None:
+    async def test_a_json_update_keeps_an_editors_unrelated_text(
+        self, worker: RunningWorker
+    ) -> None:
         """The JSON update is a CRDT edit: an editor's concurrent insert elsewhere survives."""
         async with JsonClient.connect(worker.url) as j:
             await j.join("s-merge", "alice")
-            await j.file_op(type="create", path="f.py", content="def a():\n    pass\n\ndef b():\n    pass\n")
+            await j.file_op(
+                type="create", path="f.py", content="def a():\n    pass\n\ndef b():\n    pass\n"
+            )
             async with YjsClient.connect(worker.url, "s-merge/f.py") as y:
                 await y.wait_text("def a():\n    pass\n\ndef b():\n    pass\n")
                 # The editor types at the end while the JSON client rewrites a()'s body from
                 # the old text it read: neither has seen the other's change.
                 editor_insert = y.insert(len(str(y.text)), "# editor was here\n")
-                json_update = j.file_op(type="update", path="f.py",
-                                        content="def a():\n    return 1\n\ndef b():\n    pass\n")
+                json_update = j.file_op(
+                    type="update",
+                    path="f.py",
+                    content="def a():\n    return 1\n\ndef b():\n    pass\n",
+                )
                 await asyncio.gather(editor_insert, json_update)
                 expected = "def a():\n    return 1\n\ndef b():\n    pass\n# editor was here\n"
                 await y.wait_text(expected)
             assert await j.get_file("f.py") == expected
 
-    async def test_delete_and_rename_show_in_the_index_document(self, worker: RunningWorker) -> None:
-        async with JsonClient.connect(worker.url) as j, YjsClient.connect(worker.url, "s-index") as idx:
+    async def test_delete_and_rename_show_in_the_index_document(
+        self, worker: RunningWorker
+    ) -> None:
+        async with (
+            JsonClient.connect(worker.url) as j,
+            YjsClient.connect(worker.url, "s-index") as idx,
+        ):
             await j.join("s-index", "alice")
             await j.file_op(type="create", path="a.txt", content="a")
             await j.file_op(type="create", path="b.txt", content="b")
@@ -75,16 +97,24 @@ class TestOneState:
             await idx.wait_for(lambda: sorted(idx.files.keys()) == ["docs/b.txt"])
 
     async def test_two_editors_converge(self, worker: RunningWorker) -> None:
-        async with YjsClient.connect(worker.url, "s-two/x.txt") as a, \
-                YjsClient.connect(worker.url, "s-two/x.txt") as b:
+        async with (
+            YjsClient.connect(worker.url, "s-two/x.txt") as a,
+            YjsClient.connect(worker.url, "s-two/x.txt") as b,
+        ):
             await asyncio.gather(a.synced.wait(), b.synced.wait())
-            await asyncio.gather(*(a.insert(0, f"a{i};") for i in range(20)),
-                                 *(b.insert(0, f"b{i};") for i in range(20)))
-            await wait_until(lambda: str(a.text) == str(b.text) and str(a.text).count(";") == 40,
-                             what="convergence")
+            await asyncio.gather(
+                *(a.insert(0, f"a{i};") for i in range(20)),
+                *(b.insert(0, f"b{i};") for i in range(20)),
+            )
+            await wait_until(
+                lambda: str(a.text) == str(b.text) and str(a.text).count(";") == 40,
+                what="convergence",
+            )
             assert all(f"a{i};" in str(a.text) and f"b{i};" in str(a.text) for i in range(20))
 
-    async def test_awareness_is_relayed_and_cleared_on_disconnect(self, worker: RunningWorker) -> None:
+    async def test_awareness_is_relayed_and_cleared_on_disconnect(
+        self, worker: RunningWorker
+    ) -> None:
         from worker.protocol import yjs
 
         async with YjsClient.connect(worker.url, "s-aw/x.txt") as watcher:

@@ -24,13 +24,19 @@ def own_s3() -> Iterator[S3Server]:
 
 
 def s3_settings(server: S3Server) -> StorageSettings:
-    return StorageSettings(minio_endpoint=server.host, minio_port=server.port,
-                           minio_bucket=f"outage-{uuid.uuid4().hex[:12]}",
-                           minio_access_key=server.access_key, minio_secret_key=server.secret_key)
+    return StorageSettings(
+        minio_endpoint=server.host,
+        minio_port=server.port,
+        minio_bucket=f"outage-{uuid.uuid4().hex[:12]}",
+        minio_access_key=server.access_key,
+        minio_secret_key=server.secret_key,
+    )
 
 
 class TestStorageDownAtLoad:
-    async def test_the_session_is_refused_with_1013_and_never_served_empty(self, own_s3: S3Server) -> None:
+    async def test_the_session_is_refused_with_1013_and_never_served_empty(
+        self, own_s3: S3Server
+    ) -> None:
         settings = settings_for(s3_settings(own_s3))
         async with run_worker(settings) as worker:
             await own_s3.astop()
@@ -41,7 +47,10 @@ class TestStorageDownAtLoad:
                 assert "storage unavailable" in reply["reason"]
                 with pytest.raises(Exception) as closed:
                     await j.recv(timeout=5)
-                assert getattr(closed.value, "rcvd", None) is not None and closed.value.rcvd.code == 1013
+                assert (
+                    getattr(closed.value, "rcvd", None) is not None
+                    and closed.value.rcvd.code == 1013
+                )
             async with YjsClient.connect(worker.url, "s-down/a.txt") as y:
                 await wait_until(lambda: y.close_code is not None, timeout=10, what="close")
                 assert y.close_code == 1013 and "storage unavailable" in y.close_reason
@@ -59,9 +68,11 @@ class TestStorageDownWhileServing:
         storage = s3_settings(own_s3)
         settings = settings_for(storage, flush_interval_ms=100)
         async with run_worker(settings) as worker, httpx.AsyncClient() as http:
-            async with JsonClient.connect(worker.url) as j, \
-                    YjsClient.connect(worker.url, "s-out/a.txt") as y1, \
-                    YjsClient.connect(worker.url, "s-out/a.txt") as y2:
+            async with (
+                JsonClient.connect(worker.url) as j,
+                YjsClient.connect(worker.url, "s-out/a.txt") as y1,
+                YjsClient.connect(worker.url, "s-out/a.txt") as y2,
+            ):
                 await j.join("s-out", "alice")
                 await asyncio.gather(y1.synced.wait(), y2.synced.wait())
                 await own_s3.astop()
@@ -70,25 +81,36 @@ class TestStorageDownWhileServing:
                 for word in ("alpha ", "beta ", "gamma "):
                     await y1.insert(len(str(y1.text)), word)
                 await y2.wait_text("alpha beta gamma ")
-                await wait_until(lambda: worker.app.state.metrics.flush_errors._value.get() >= 1,
-                                 timeout=10, what="a failed flush")
+                await wait_until(
+                    lambda: worker.app.state.metrics.flush_errors._value.get() >= 1,
+                    timeout=10,
+                    what="a failed flush",
+                )
                 await asyncio.sleep(1.2)
                 ready = (await http.get(f"{worker.http}/readyz")).json()
                 assert ready["storage"] == "unavailable" and ready["unflushedBytes"] > 0
                 assert ready["unflushedAgeSeconds"] >= 1.0
                 metrics = (await http.get(f"{worker.http}/metrics")).text
-                age = [line for line in metrics.splitlines()
-                       if line.startswith("collab_unflushed_age_seconds ")]
+                age = [
+                    line
+                    for line in metrics.splitlines()
+                    if line.startswith("collab_unflushed_age_seconds ")
+                ]
                 assert float(age[0].split()[1]) >= 1.0
                 # Storage comes back (empty: moto keeps nothing across restarts).
                 await own_s3.astart()
-                await wait_until(lambda: not worker.manager.sessions["s-out"].dirty, timeout=40,
-                                 what="backlog written")
+                await wait_until(
+                    lambda: not worker.manager.sessions["s-out"].dirty,
+                    timeout=40,
+                    what="backlog written",
+                )
                 ready = (await http.get(f"{worker.http}/readyz")).json()
                 assert ready["storage"] == "ok" and ready["unflushedBytes"] == 0
         # A fresh worker on the same storage sees every edit made during the outage.
-        async with run_worker(settings_for(storage, worker_id="w-fresh")) as fresh, \
-                JsonClient.connect(fresh.url) as j:
+        async with (
+            run_worker(settings_for(storage, worker_id="w-fresh")) as fresh,
+            JsonClient.connect(fresh.url) as j,
+        ):
             await j.join("s-out", "bob")
             assert await j.get_file("a.txt") == "alpha beta gamma "
             assert await j.get_file("b.txt") == "written during the outage"

@@ -27,8 +27,9 @@ log = structlog.get_logger("worker.json")
 async def json_endpoint(state: WorkerState, receive: Receive, send: Send) -> None:
     if not await accept(receive, send):
         return
-    client = Client("json", state.settings.send_buffer_bytes,
-                    on_overflow=state.metrics.slow_clients_dropped.inc)
+    client = Client(
+        "json", state.settings.send_buffer_bytes, on_overflow=state.metrics.slow_clients_dropped.inc
+    )
     conn = _JsonConnection(state, client)
     gauge = state.metrics.connections_active.labels("json")
     gauge.inc()
@@ -106,8 +107,12 @@ class _JsonConnection:
         if self.session is not None:
             raise jmsg.MessageError(jmsg.ALREADY_JOINED, "one session per connection")
         session_id, user_id = message.get("sessionId"), message.get("userId")
-        if not isinstance(session_id, str) or not session_id or not isinstance(user_id, str) \
-                or not user_id:
+        if (
+            not isinstance(session_id, str)
+            or not session_id
+            or not isinstance(user_id, str)
+            or not user_id
+        ):
             raise jmsg.MessageError(jmsg.MISSING_IDS)
         try:
             session_id = validate_session_id(session_id)
@@ -122,7 +127,9 @@ class _JsonConnection:
         self.client.user_id = user_id[:256]
         self.session = session
         session.attach(self.client, None)
-        self.client.send(jmsg.joined(session_id, self.client.user_id, self.state.settings.worker_id))
+        self.client.send(
+            jmsg.joined(session_id, self.client.user_id, self.state.settings.worker_id)
+        )
         session.broadcast_json(jmsg.user_joined(self.client.user_id), exclude=self.client)
         log.info("user_joined", session=session_id, user=self.client.user_id)
 

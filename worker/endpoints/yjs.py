@@ -42,8 +42,9 @@ async def yjs_endpoint(state: WorkerState, target: str, receive: Receive, send: 
         await close(send, CLOSE_RESTART if exc.draining else CLOSE_TRY_AGAIN, exc.reason)
         return
 
-    client = Client("yjs", state.settings.send_buffer_bytes,
-                    on_overflow=state.metrics.slow_clients_dropped.inc)
+    client = Client(
+        "yjs", state.settings.send_buffer_bytes, on_overflow=state.metrics.slow_clients_dropped.inc
+    )
     session.attach(client, doc_name)
     room = session.room(doc_name)
     gauge = state.metrics.connections_active.labels("yjs")

@@ -50,7 +50,9 @@ def parse(raw: str | bytes) -> dict[str, Any]:
     if not isinstance(kind, str):
         raise MessageError(INVALID_FORMAT, "message has no string 'type'")
     if kind not in MESSAGE_TYPES:
-        raise MessageError(UNKNOWN_TYPE, f"type {kind[:64]!r} is not one of {', '.join(MESSAGE_TYPES)}")
+        raise MessageError(
+            UNKNOWN_TYPE, f"type {kind[:64]!r} is not one of {', '.join(MESSAGE_TYPES)}"
+        )
     return message
 
 
@@ -90,8 +92,9 @@ def error(text: str, reason: str | None = None) -> str:
 
 
 def joined(session_id: str, user_id: str, container_id: str) -> str:
-    return dumps({"type": "joined", "sessionId": session_id, "userId": user_id,
-                  "containerId": container_id})
+    return dumps(
+        {"type": "joined", "sessionId": session_id, "userId": user_id, "containerId": container_id}
+    )
 
 
 def user_joined(user_id: str) -> str:
@@ -111,8 +114,9 @@ def file_operation(user_id: str, data: dict[str, Any]) -> str:
 
 
 def yjs_update(user_id: str, doc_id: str, update: bytes) -> str:
-    return dumps({"type": "yjsUpdate", "userId": user_id,
-                  "data": {"docId": doc_id, "update": list(update)}})
+    return dumps(
+        {"type": "yjsUpdate", "userId": user_id, "data": {"docId": doc_id, "update": list(update)}}
+    )
 
 
 def files(paths: list[str]) -> str:

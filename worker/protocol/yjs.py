@@ -120,7 +120,7 @@ def awareness_message(payload: bytes) -> bytes:
 
 
 # --- awareness -------------------------------------------------------------------------------
-# An awareness update is ``varuint n`` then n × (varuint clientID, varuint clock, varstring JSON).
+# An awareness update is ``varuint n`` then n * (varuint clientID, varuint clock, varstring JSON).
 # The room keeps the latest entry per client so newcomers see who is there, and announces a
 # client's departure (state ``null``) when its connection closes without saying goodbye.
 

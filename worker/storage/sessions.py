@@ -177,6 +177,7 @@ class SessionStore:
             keys = await self._list_state(prefix)
             fetched = await self._get_many([k for k in keys if k not in cache])
             cache.update((k, v) for k, v in fetched.items() if v is not None)
+            keys = [k for k in keys if k in cache]
             if all(k in cache for k in keys):
                 objects = [(k, cache[k]) for k in keys]
                 docs = await anyio.to_thread.run_sync(_merge_objects, objects)
@@ -201,7 +202,6 @@ class SessionStore:
         snapshot_key = prefix + SNAPSHOTS + self._object_name(".snap")
         await self.store.put(snapshot_key, encode_segment(sorted(docs.items())))
         merged = [k for k, _ in objects]
-        merged = [k for k in await self._list_state(prefix) if k != snapshot_key]
         await self._for_each(merged, self.store.delete)
         return CompactResult(snapshot_key=snapshot_key, merged_keys=merged, docs=len(docs))
 

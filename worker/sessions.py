@@ -138,11 +138,13 @@ class SessionManager:
                     by_doc: dict[str, list[bytes]] = defaultdict(list)
                     for u in batch.updates:
                         by_doc[u.doc].append(u.update)
+                    # Every update here was applied to a live Doc already, so it is valid;
+                    # merging per doc keeps segments small and loads fast.
                     merged = [
                         (doc, ups[0] if len(ups) == 1 else merge_updates(*ups))
                         for doc, ups in by_doc.items()
                     ]
-                    await self.store.append_updates(session.id, merged)
+                    await self.store.append_updates(session.id, merged, merged=True)
                     session.updates_flushed()
                     batch = None
                     self._storage_recovered()

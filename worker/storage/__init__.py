@@ -7,6 +7,7 @@ import/export/log commands and tests all get the same store for the same setting
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from worker.storage.base import (
     CorruptObject,
@@ -20,7 +21,6 @@ from worker.storage.base import (
 )
 from worker.storage.codec import decode_segment, encode_segment
 from worker.storage.local import LocalStore
-from worker.storage.minio import MinioStore
 from worker.storage.sessions import (
     CompactResult,
     LoadedSession,
@@ -29,6 +29,20 @@ from worker.storage.sessions import (
     utc_now_iso,
     validate_session_id,
 )
+
+if TYPE_CHECKING:
+    from worker.storage.minio import MinioStore
+
+
+def __getattr__(name: str) -> Any:
+    # The MinIO client (aiohttp and friends) costs ~15 MB of memory; a worker on the embedded
+    # store never loads it.
+    if name == "MinioStore":
+        from worker.storage.minio import MinioStore
+
+        return MinioStore
+    raise AttributeError(name)
+
 
 __all__ = [
     "CompactResult",
@@ -71,6 +85,8 @@ def open_store(
     """
     store: Store
     if endpoint:
+        from worker.storage.minio import MinioStore
+
         store = MinioStore(endpoint, port, bucket, access_key, secret_key, secure)
     else:
         store = LocalStore(Path(storage_dir))

@@ -11,10 +11,13 @@ both existing), because a file system cannot hold both.  The session layout neve
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import os
-import secrets
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 
 from worker.storage.base import StorageUnavailable, check_key, check_prefix
@@ -22,14 +25,25 @@ from worker.storage.base import StorageUnavailable, check_key, check_prefix
 __all__ = ["LocalStore"]
 
 _TMP_PREFIX = ".tmp-"
+_tmp_ids = itertools.count()
+_background: set[asyncio.Future[None]] = set()  # batch writers, referenced until they finish
 
 
 class LocalStore:
     """A ``Store`` over a directory tree; ``key`` is the path relative to ``root``."""
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True, threads: int = 4) -> None:
         self.root = Path(root).absolute()
         self._fsync = fsync
+        # A few threads keep a slow disk off the event loop; many would only fight over the
+        # GIL and the disk (measured: 200 concurrent puts cost 2-3x the CPU of 4 at a time).
+        self._limiter = anyio.CapacityLimiter(threads)
+        # Puts queue up and are written in batches, one thread hop per batch: a worker's group
+        # commit issues one put per dirty session per flush tick, and a hop per put cost more
+        # CPU than the write itself.
+        self._queue: list[tuple[Path, bytes, asyncio.Future[None]]] = []
+        self._writers = 0
+        self._max_writers = max(1, threads // 2)
 
     def _path(self, key: str) -> Path:
         check_key(key)
@@ -40,34 +54,64 @@ class LocalStore:
     async def get(self, key: str) -> bytes | None:
         path = self._path(key)
         try:
-            return await anyio.to_thread.run_sync(_read, path)
+            return await anyio.to_thread.run_sync(_read, path, limiter=self._limiter)
         except OSError as exc:
             raise StorageUnavailable("get", key, exc) from exc
 
     async def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
+        done = asyncio.get_running_loop().create_future()
+        self._queue.append((path, bytes(data), done))
+        if self._writers < self._max_writers:
+            self._writers += 1
+            _background.add(task := asyncio.ensure_future(self._write_queued()))
+            task.add_done_callback(_background.discard)
         try:
-            await anyio.to_thread.run_sync(_write_atomic, path, bytes(data), self._fsync)
+            await asyncio.shield(done)
         except OSError as exc:
             raise StorageUnavailable("put", key, exc) from exc
+
+    async def _write_queued(self) -> None:
+        batch: list[tuple[Path, bytes, asyncio.Future[None]]] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                errors = await anyio.to_thread.run_sync(
+                    _write_batch, [(p, d) for p, d, _ in batch], self._fsync, limiter=self._limiter
+                )
+                for (_, _, done), error in zip(batch, errors, strict=True):
+                    if done.done():
+                        continue
+                    if error is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(error)
+        except BaseException as exc:  # e.g. cancelled at shutdown: nobody may wait forever
+            for _, _, done in batch + self._queue:
+                if not done.done():
+                    done.set_exception(OSError(f"local store writer stopped: {exc!r}"))
+            self._queue = []
+            raise
+        finally:
+            self._writers -= 1
 
     async def delete(self, key: str) -> None:
         path = self._path(key)
         try:
-            await anyio.to_thread.run_sync(_unlink, path)
+            await anyio.to_thread.run_sync(_unlink, path, limiter=self._limiter)
         except OSError as exc:
             raise StorageUnavailable("delete", key, exc) from exc
 
     async def list(self, prefix: str) -> list[str]:
         check_prefix(prefix)
         try:
-            return await anyio.to_thread.run_sync(_list, self.root, prefix)
+            return await anyio.to_thread.run_sync(_list, self.root, prefix, limiter=self._limiter)
         except OSError as exc:
             raise StorageUnavailable("list", prefix, exc) from exc
 
     async def check(self) -> None:
         try:
-            await anyio.to_thread.run_sync(_check_root, self.root)
+            await anyio.to_thread.run_sync(_check_root, self.root, limiter=self._limiter)
         except OSError as exc:
             raise StorageUnavailable("check", None, exc) from exc
 
@@ -83,26 +127,52 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
+def _write_batch(items: list[tuple[Path, bytes]], fsync: bool) -> list[OSError | None]:
+    errors: list[OSError | None] = []
+    for path, data in items:
+        try:
+            _write_atomic(path, data, fsync)
+            errors.append(None)
+        except OSError as exc:
+            errors.append(exc)
+    return errors
+
+
 def _write_atomic(path: Path, data: bytes, fsync: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{secrets.token_hex(6)}")
+    """Temp file, fsync, rename, fsync the directory: the object is whole, durable, or absent.
+
+    Plain ``os`` calls, and ``mkdir`` only when the directory is missing: a group commit writes
+    one of these per session per flush interval, so every syscall here shows in the worker's CPU.
+    """
+    directory = os.path.dirname(path)
+    tmp = f"{directory}/{_TMP_PREFIX}{os.path.basename(path)}.{os.getpid()}.{next(_tmp_ids)}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     try:
-        with open(tmp, "xb") as f:
-            f.write(data)
+        fd = os.open(tmp, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(tmp, flags, 0o644)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if fsync:
-                f.flush()
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
     if fsync:
-        _fsync_dir(path.parent)
+        _fsync_dir(directory)
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: str) -> None:
     """Make the rename itself durable, not only the file's bytes."""
-    fd = os.open(directory, os.O_RDONLY)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:

@@ -53,6 +53,9 @@ __all__ = [
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SEQUENCE = itertools.count(1)  # per process, shared by every SessionStore in it
+# Tells apart two processes that share a worker id (a restart, a misconfiguration): with the
+# per-process sequence it makes every key unique without a random draw per object.
+_PROCESS_TOKEN = secrets.token_hex(3)
 _LOAD_ATTEMPTS = 8
 _PARALLEL_REQUESTS = 16
 
@@ -154,18 +157,25 @@ class SessionStore:
 
     # -- updates ---------------------------------------------------------------------------
 
-    async def append_updates(self, session_id: str, updates: Sequence[tuple[str, bytes]]) -> str:
-        """Write one new segment and return its key.
+    async def append_updates(
+        self, session_id: str, updates: Sequence[tuple[str, bytes]], *, merged: bool = False
+    ) -> str:
+        """Write one new segment (one merged update per doc) and return its key.
 
-        Every update is checked first: one undecodable update would make the whole session
+        Merging also checks every update: one undecodable update would make the whole session
         unloadable forever, so it is refused here (``ValueError``) instead of persisted.
+        ``merged=True`` says the caller already did both (one ``merge_updates`` result per doc,
+        as a live worker's group commit does), which spares a thread hop per segment.
         """
         prefix = _prefix(session_id)
         if not updates:
             raise ValueError("append_updates needs at least one update")
-        await anyio.to_thread.run_sync(_check_updates, updates)
+        if merged:
+            entries = list(updates)
+        else:
+            entries = await anyio.to_thread.run_sync(_merge_for_segment, updates)
         key = prefix + UPDATES + self._object_name(".seg")
-        await self.store.put(key, encode_segment(updates))
+        await self.store.put(key, encode_segment(entries))
         return key
 
     async def load(self, session_id: str) -> LoadedSession:
@@ -177,7 +187,6 @@ class SessionStore:
             keys = await self._list_state(prefix)
             fetched = await self._get_many([k for k in keys if k not in cache])
             cache.update((k, v) for k, v in fetched.items() if v is not None)
-            keys = [k for k in keys if k in cache]
             if all(k in cache for k in keys):
                 objects = [(k, cache[k]) for k in keys]
                 docs = await anyio.to_thread.run_sync(_merge_objects, objects)
@@ -222,6 +231,7 @@ class SessionStore:
                 "ts": utc_now_iso(),
                 "userId": None,
                 "worker": self.worker_id,
+                "op": entry["op"],
                 "path": None,
                 "bytes": 0,
             }
@@ -278,7 +288,7 @@ class SessionStore:
     def _object_name(self, suffix: str) -> str:
         ms = self._clock()
         seq = next(_SEQUENCE)
-        return f"{ms:013d}-{self.worker_id}-{seq:08d}-{secrets.token_hex(3)}{suffix}"
+        return f"{ms:013d}-{self.worker_id}-{seq:08d}-{_PROCESS_TOKEN}{suffix}"
 
     async def _list_state(self, prefix: str) -> list[str]:
         # Order matters (rule 3 in the module docstring): updates first, then snapshots.
@@ -329,12 +339,17 @@ def _prefix(session_id: str) -> str:
     return f"sessions/{validate_session_id(session_id)}/"
 
 
-def _check_updates(updates: Sequence[tuple[str, bytes]]) -> None:
+def _merge_for_segment(updates: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    per_doc: dict[str, list[bytes]] = {}
     for name, update in updates:
+        per_doc.setdefault(name, []).append(update)
+    entries = []
+    for name, doc_updates in per_doc.items():
         try:
-            merge_updates(update)
+            entries.append((name, merge_updates(*doc_updates)))
         except ValueError:
             raise ValueError(f"refusing to store an invalid Yjs update for doc {name!r}") from None
+    return entries
 
 
 def _merge_objects(objects: Sequence[tuple[str, bytes]]) -> dict[str, bytes]:

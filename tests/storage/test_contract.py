@@ -1,0 +1,382 @@
+"""The Store contract, run against every backend, plus what only one backend can show."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import pytest
+
+from tests.s3server import free_port, start_s3_server
+from tests.storage.conftest import fresh_bucket
+from worker.storage import (
+    InstrumentedStore,
+    LocalStore,
+    MinioStore,
+    StorageError,
+    StorageUnavailable,
+    Store,
+    open_store,
+)
+
+HOSTILE_KEYS = [
+    "",
+    "../escape",
+    "a/../../escape",
+    "/etc/passwd",
+    "a\\b",
+    "a\0b",
+    "a//b",
+    "a/",
+    "./a",
+    "a/./b",
+    "..",
+    "x" * 1025,
+]
+
+
+def _http_reply(status: str, content_type: str, body: bytes) -> bytes:
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class TestStoreContract:
+    async def test_missing_key_is_none(self, store: Store) -> None:
+        """A key that was never written reads as None, not as an error."""
+        assert await store.get("sessions/none/meta.json") is None
+
+    async def test_put_then_get_returns_the_same_bytes(self, store: Store) -> None:
+        """Bytes come back exactly, including every byte value and the empty object."""
+        every_byte = bytes(range(256)) * 4
+        await store.put("a/bytes", every_byte)
+        await store.put("a/empty", b"")
+        assert await store.get("a/bytes") == every_byte
+        assert await store.get("a/empty") == b""
+
+    async def test_put_overwrites(self, store: Store) -> None:
+        """A second put of the same key replaces the first entirely."""
+        await store.put("k", b"first, and longer")
+        await store.put("k", b"second")
+        assert await store.get("k") == b"second"
+
+    async def test_delete_removes_and_missing_delete_is_a_no_op(self, store: Store) -> None:
+        """Deleting makes the key read as None; deleting it again is not an error."""
+        await store.put("gone/soon", b"x")
+        await store.delete("gone/soon")
+        assert await store.get("gone/soon") is None
+        await store.delete("gone/soon")
+        await store.delete("never/was")
+        assert await store.list("gone/") == []
+
+    async def test_list_is_sorted_and_complete_under_a_prefix(self, store: Store) -> None:
+        """list returns every key under the prefix, sorted, at any depth."""
+        keys = ["p/b", "p/a/2", "p/a/10", "p/c/d/e", "p/a/1"]
+        for key in keys:
+            await store.put(key, b"v")
+        assert await store.list("p/") == sorted(keys)
+        assert await store.list("p/a/") == ["p/a/1", "p/a/10", "p/a/2"]
+
+    async def test_list_prefix_isolation(self, store: Store) -> None:
+        """ "sessions/a/" never lists "sessions/ab/"; a partial prefix matches like S3's."""
+        for key in ["sessions/a/x", "sessions/ab/x", "sessions/b/x", "other/a/x"]:
+            await store.put(key, b"v")
+        assert await store.list("sessions/a/") == ["sessions/a/x"]
+        assert await store.list("sessions/a") == ["sessions/a/x", "sessions/ab/x"]
+        assert await store.list("sessions/") == ["sessions/a/x", "sessions/ab/x", "sessions/b/x"]
+        assert await store.list("nothing/") == []
+        assert await store.list("") == [
+            "other/a/x",
+            "sessions/a/x",
+            "sessions/ab/x",
+            "sessions/b/x",
+        ]
+
+    async def test_unusual_but_valid_keys_round_trip(self, store: Store) -> None:
+        """Spaces, '+', '%' and non-ASCII survive URL encoding and listing unchanged."""
+        key = "odd/sp ace/é+x%20~!"
+        await store.put(key, b"u")
+        assert await store.get(key) == b"u"
+        assert await store.list("odd/") == [key]
+
+    async def test_hostile_keys_are_refused(self, store: Store) -> None:
+        """Traversal, absolute, NUL, backslash, empty components: ValueError, nothing touched."""
+        for key in HOSTILE_KEYS:
+            with pytest.raises(ValueError):
+                await store.put(key, b"x")
+            with pytest.raises(ValueError):
+                await store.get(key)
+            with pytest.raises(ValueError):
+                await store.delete(key)
+        for prefix in ["../", "/abs", "a\\", "a\0", "a/../"]:
+            with pytest.raises(ValueError):
+                await store.list(prefix)
+        assert await store.list("") == []
+
+    async def test_put_is_atomic_for_concurrent_readers(self, store: Store) -> None:
+        """A reader racing overwrites sees one whole version, never a torn mix or a prefix."""
+        size = 512 * 1024
+        versions = [bytes([i]) * size for i in range(1, 6)]
+        await store.put("atomic/obj", versions[0])
+        seen: set[bytes] = set()
+        done = anyio.Event()
+
+        async def reader() -> None:
+            while not done.is_set():
+                data = await store.get("atomic/obj")
+                assert data in versions, "a reader saw a partial or mixed object"
+                seen.add(data[:1])
+
+        async def writer() -> None:
+            for version in versions * 2:
+                await store.put("atomic/obj", version)
+            done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            tg.start_soon(reader)
+            tg.start_soon(writer)
+        assert seen
+        assert await store.list("atomic/") == ["atomic/obj"]  # no temp files leak into listings
+
+    async def test_large_object_round_trips(self, store: Store) -> None:
+        """Objects above S3's 5 MiB part size (multipart upload) read back whole."""
+        big = os.urandom(1024) * (6 * 1024 + 7)
+        await store.put("big/object", big)
+        assert await store.get("big/object") == big
+
+    async def test_list_returns_more_than_one_page(self, store: Store) -> None:
+        """Listings are complete past S3's 1000-keys-per-page limit."""
+        keys = [f"many/{i:05d}" for i in range(1003)]
+        limiter = anyio.CapacityLimiter(16)
+
+        async def put(key: str) -> None:
+            async with limiter:
+                await store.put(key, b"")
+
+        async with anyio.create_task_group() as tg:
+            for key in keys:
+                tg.start_soon(put, key)
+        assert await store.list("many/") == keys
+
+    async def test_check_passes_on_a_healthy_store(self, store: Store) -> None:
+        """Readiness probe succeeds when the backend is reachable."""
+        await store.check()
+
+
+class TestInstrumentedStore:
+    async def test_every_operation_is_reported_with_its_outcome(self, tmp_path: Path) -> None:
+        """Each op reports (op, "ok") or (op, "error") exactly once; the data path is untouched."""
+        calls: list[tuple[str, str]] = []
+        store = InstrumentedStore(
+            LocalStore(tmp_path), lambda op, outcome: calls.append((op, outcome))
+        )
+        await store.put("a/b", b"1")
+        assert await store.get("a/b") == b"1"
+        assert await store.list("a/") == ["a/b"]
+        await store.delete("a/b")
+        await store.check()
+        with pytest.raises(ValueError):
+            await store.get("../x")
+        await store.aclose()
+        assert calls == [
+            ("put", "ok"),
+            ("get", "ok"),
+            ("list", "ok"),
+            ("delete", "ok"),
+            ("check", "ok"),
+            ("get", "error"),
+        ]
+
+    async def test_open_store_wraps_when_a_callback_is_given(self, tmp_path: Path) -> None:
+        """The factory picks the local store without an endpoint and adds counting on request."""
+        calls: list[tuple[str, str]] = []
+        plain = open_store(storage_dir=tmp_path)
+        counted = open_store(
+            storage_dir=tmp_path, on_request=lambda op, outcome: calls.append((op, outcome))
+        )
+        assert isinstance(plain, LocalStore)
+        assert isinstance(counted, InstrumentedStore)
+        await counted.put("x", b"1")
+        assert await plain.get("x") == b"1"
+        assert calls == [("put", "ok")]
+        s3 = open_store(endpoint="127.0.0.1", port=9, bucket="b", access_key="a", secret_key="s")
+        assert isinstance(s3, MinioStore)
+        await s3.aclose()
+
+
+class TestLocalStore:
+    async def test_hostile_keys_never_touch_the_file_system(self, tmp_path: Path) -> None:
+        """Defence in depth: refused keys create nothing, inside or outside the root."""
+        root = tmp_path / "root"
+        store = LocalStore(root)
+        for key in HOSTILE_KEYS:
+            with pytest.raises(ValueError):
+                await store.put(key, b"x")
+        assert [p async for p in anyio.Path(tmp_path).iterdir()] == []
+
+    async def test_temp_names_are_reserved_and_never_listed(self, tmp_path: Path) -> None:
+        """A crashed writer's temp file is invisible, and no key can collide with one."""
+        store = LocalStore(tmp_path)
+        await store.put("s/real", b"1")
+        await anyio.Path(tmp_path / "s" / ".tmp-real.deadbeef").write_bytes(b"half")
+        assert await store.list("s/") == ["s/real"]
+        with pytest.raises(ValueError):
+            await store.put("s/.tmp-x", b"1")
+
+    async def test_writes_are_files_under_the_root(self, tmp_path: Path) -> None:
+        """The layout stays inspectable: key a/b/c is the file root/a/b/c."""
+        store = LocalStore(tmp_path, fsync=False)
+        await store.put("a/b/c", b"data")
+        assert await anyio.Path(tmp_path / "a" / "b" / "c").read_bytes() == b"data"
+
+    @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+    async def test_check_fails_on_an_unwritable_root(self, tmp_path: Path) -> None:
+        """Readiness reports a root it cannot write as unavailable."""
+        await anyio.Path(tmp_path).chmod(0o500)
+        try:
+            with pytest.raises(StorageUnavailable):
+                await LocalStore(tmp_path).check()
+        finally:
+            await anyio.Path(tmp_path).chmod(0o700)
+
+    async def test_check_fails_when_the_root_is_a_file(self, tmp_path: Path) -> None:
+        """A root that cannot be a directory makes check raise StorageUnavailable."""
+        await anyio.Path(tmp_path / "file").write_bytes(b"")
+        with pytest.raises(StorageUnavailable):
+            await LocalStore(tmp_path / "file").check()
+        with pytest.raises(StorageUnavailable):
+            await LocalStore(tmp_path / "file").put("x", b"1")
+
+
+@pytest.mark.s3
+class TestMinioStoreFailures:
+    async def test_dead_server_raises_storage_unavailable_then_recovers(self) -> None:
+        """Every op fails fast with StorageUnavailable while S3 is down, and works once it is back.
+
+        moto loses its data on restart; the store re-creates its bucket by itself.
+        """
+        with start_s3_server() as server:
+            store = MinioStore(**server.store_kwargs(fresh_bucket()))
+            try:
+                await store.put("k", b"v")
+                await server.astop()
+                ops: list[Callable[[], Awaitable[object]]] = [
+                    lambda: store.get("k"),
+                    lambda: store.put("k", b"v"),
+                    lambda: store.delete("k"),
+                    lambda: store.list(""),
+                    store.check,
+                ]
+                started = time.monotonic()
+                for op in ops:
+                    with pytest.raises(StorageUnavailable) as info:
+                        await op()
+                    assert info.value.cause is not None
+                assert time.monotonic() - started < 5
+                await server.astart()
+                await store.check()
+                assert await store.get("k") is None  # a restarted moto is empty
+                await store.put("k", b"again")
+                assert await store.get("k") == b"again"
+            finally:
+                await store.aclose()
+
+    async def test_a_server_that_never_answers_times_out(self) -> None:
+        """A hung server is reported as unavailable after the read timeout, not minutes later."""
+        async with _tcp_server(b"") as port:
+            store = MinioStore("127.0.0.1", port, "b", "k", "s", False, read_timeout=0.5)
+            try:
+                with anyio.fail_after(5):
+                    with pytest.raises(StorageUnavailable):
+                        await store.get("x")
+            finally:
+                await store.aclose()
+
+    @pytest.mark.parametrize(
+        "reply",
+        [
+            _http_reply(
+                "503 Service Unavailable",
+                "application/xml",
+                b"<Error><Code>ServiceUnavailable</Code><Message>busy</Message></Error>",
+            ),
+            _http_reply("502 Bad Gateway", "text/html", b"<h1>bad gateway</h1>"),
+        ],
+        ids=["s3-503", "proxy-502"],
+    )
+    async def test_server_errors_map_to_storage_unavailable(self, reply: bytes) -> None:
+        """5xx answers (with or without an S3 error body) mean "retry later"."""
+        async with _tcp_server(reply) as port:
+            store = MinioStore("127.0.0.1", port, "b", "k", "s", False)
+            try:
+                with pytest.raises(StorageUnavailable):
+                    await store.put("x", b"1")
+                with pytest.raises(StorageUnavailable):
+                    await store.check()
+            finally:
+                await store.aclose()
+
+    async def test_access_denied_is_a_storage_error_and_unready(self) -> None:
+        """A 4xx that retrying cannot fix is a StorageError; readiness still says unavailable."""
+        reply = _http_reply(
+            "403 Forbidden",
+            "application/xml",
+            b"<Error><Code>AccessDenied</Code><Message>no</Message></Error>",
+        )
+        async with _tcp_server(reply) as port:
+            store = MinioStore("127.0.0.1", port, "b", "k", "s", False)
+            try:
+                with pytest.raises(StorageError) as info:
+                    await store.get("x")
+                assert not isinstance(info.value, StorageUnavailable)
+                with pytest.raises(StorageUnavailable):
+                    await store.check()
+            finally:
+                await store.aclose()
+
+    def test_endpoint_must_be_a_host(self) -> None:
+        """A URL in MINIO_ENDPOINT is a configuration mistake, reported at construction."""
+        with pytest.raises(ValueError, match="bare host"):
+            MinioStore("http://minio:9000", 9000, "b", "k", "s", False)
+
+    def test_s3_server_restarts_on_the_same_port(self) -> None:
+        """The helper the worker tests use: stop and start keep the address."""
+        port = free_port()
+        with start_s3_server(port=port) as server:
+            server.stop()
+            assert not server.running
+            server.start()
+            assert server.running and server.port == port
+
+
+@asynccontextmanager
+async def _tcp_server(reply: bytes) -> AsyncIterator[int]:
+    """A raw TCP server that sends ``reply`` to every request (or hangs when it is empty)."""
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            try:
+                await stream.receive()
+                if not reply:
+                    await anyio.sleep_forever()
+                await stream.send(reply)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                pass
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        try:
+            yield port
+        finally:
+            tg.cancel_scope.cancel()
+            await listener.aclose()

@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
+from worker.protocol.yjs import write_varuint
+
 MARKER = re.compile(rb"<([0-9a-f]{16})\|([0-9a-f]{8})\.([0-9a-f]{8})>")
 MARKER_LEN = 36
 
@@ -36,13 +38,7 @@ EMPTY_UPDATE = b"\x00\x00"
 TEXT_NAME = "content"
 
 
-def varuint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+varuint = write_varuint  # the worker's own framing helper: one implementation
 
 
 def varbytes(data: bytes) -> bytes:

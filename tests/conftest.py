@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.s3server import S3Server, start_s3_server
+from tests.s3server import BACKENDS, S3Server, minio_test_kwargs, start_s3_server
 
 
 @pytest.fixture(scope="session")
@@ -26,39 +25,24 @@ def s3_server() -> Iterator[S3Server]:
 
 def storage_env(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
     """Environment for a worker process on ``backend``: "local", "s3" (moto) or "minio"."""
-    bucket = f"t-{uuid.uuid4().hex[:16]}"
     if backend == "local":
         return {"STORAGE_DIR": str(tmp_path / "storage")}
+    bucket = f"t-{uuid.uuid4().hex[:16]}"
     if backend == "s3":
         server: S3Server = request.getfixturevalue("s3_server")
-        return {
-            "MINIO_ENDPOINT": server.host,
-            "MINIO_PORT": str(server.port),
-            "MINIO_BUCKET": bucket,
-            "MINIO_ACCESS_KEY": server.access_key,
-            "MINIO_SECRET_KEY": server.secret_key,
-        }
+        kwargs = server.store_kwargs(bucket)
+    else:
+        kwargs = minio_test_kwargs(bucket)
     return {
-        "MINIO_ENDPOINT": os.environ["MINIO_TEST_ENDPOINT"],
-        "MINIO_PORT": os.environ.get("MINIO_TEST_PORT", "9000"),
-        "MINIO_BUCKET": f"{os.environ.get('MINIO_TEST_BUCKET', 'collab-test')}-{bucket}"[:63],
-        "MINIO_ACCESS_KEY": os.environ.get("MINIO_TEST_ACCESS_KEY", ""),
-        "MINIO_SECRET_KEY": os.environ.get("MINIO_TEST_SECRET_KEY", ""),
-        "MINIO_SECURE": os.environ.get("MINIO_TEST_SECURE", "false"),
+        "MINIO_ENDPOINT": kwargs["endpoint"],
+        "MINIO_PORT": str(kwargs["port"]),
+        "MINIO_BUCKET": kwargs["bucket"],
+        "MINIO_ACCESS_KEY": kwargs["access_key"],
+        "MINIO_SECRET_KEY": kwargs["secret_key"],
+        "MINIO_SECURE": str(kwargs["secure"]).lower(),
     }
 
 
-STORAGE_BACKENDS = [
-    pytest.param("local"),
-    pytest.param("s3", marks=pytest.mark.s3),
-    *(
-        [pytest.param("minio", marks=pytest.mark.s3)]
-        if os.environ.get("MINIO_TEST_ENDPOINT")
-        else []
-    ),
-]
-
-
-@pytest.fixture(params=STORAGE_BACKENDS)
+@pytest.fixture(params=BACKENDS)
 def backend_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     return storage_env(request.param, tmp_path, request)

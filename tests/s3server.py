@@ -37,8 +37,34 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
+import pytest
 
-__all__ = ["S3Server", "free_port", "start_s3_server"]
+__all__ = ["BACKENDS", "S3Server", "free_port", "minio_test_kwargs", "start_s3_server"]
+
+# Every storage backend tests can run on here: the embedded store, the moto S3 server process,
+# and a real MinIO when MINIO_TEST_ENDPOINT (+ MINIO_TEST_* keys) is set.
+BACKENDS = [
+    pytest.param("local"),
+    pytest.param("s3", marks=pytest.mark.s3),
+    *(
+        [pytest.param("minio", marks=pytest.mark.s3)]
+        if os.environ.get("MINIO_TEST_ENDPOINT")
+        else []
+    ),
+]
+
+
+def minio_test_kwargs(bucket: str) -> dict[str, Any]:
+    """``MinioStore``/``open_store`` arguments for the real MinIO named by MINIO_TEST_*."""
+    return {
+        "endpoint": os.environ["MINIO_TEST_ENDPOINT"],
+        "port": int(os.environ.get("MINIO_TEST_PORT", "9000")),
+        "bucket": f"{os.environ.get('MINIO_TEST_BUCKET', 'collab-test')}-{bucket}"[:63],
+        "access_key": os.environ.get("MINIO_TEST_ACCESS_KEY", ""),
+        "secret_key": os.environ.get("MINIO_TEST_SECRET_KEY", ""),
+        "secure": os.environ.get("MINIO_TEST_SECURE", "false").lower() in ("1", "true", "yes"),
+    }
+
 
 _START_TIMEOUT = 30.0
 

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import httpx
 import websockets
 from pycrdt import Doc, Map, Text
 
+from tests.s3server import free_port
 from worker.app import create_app
 from worker.protocol import yjs
 from worker.server import Server, uvicorn_config
@@ -31,12 +31,6 @@ from worker.settings import Settings, StorageSettings
 from worker.storage import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def settings_for(storage: StorageSettings, **kw: Any) -> Settings:

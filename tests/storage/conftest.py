@@ -7,25 +7,14 @@ real MinIO when ``MINIO_TEST_ENDPOINT`` is set.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.s3server import S3Server
+from tests.s3server import BACKENDS, S3Server, minio_test_kwargs
 from worker.storage import LocalStore, MinioStore, Store
-
-BACKENDS = [
-    pytest.param("local"),
-    pytest.param("s3", marks=pytest.mark.s3),
-    *(
-        [pytest.param("minio", marks=pytest.mark.s3)]
-        if os.environ.get("MINIO_TEST_ENDPOINT")
-        else []
-    ),
-]
 
 
 def fresh_bucket() -> str:
@@ -34,14 +23,7 @@ def fresh_bucket() -> str:
 
 def minio_from_env(bucket: str) -> MinioStore:
     """A store on the real MinIO named by MINIO_TEST_*; each test gets its own bucket."""
-    return MinioStore(
-        os.environ["MINIO_TEST_ENDPOINT"],
-        int(os.environ.get("MINIO_TEST_PORT", "9000")),
-        f"{os.environ.get('MINIO_TEST_BUCKET', 'collab-test')}-{bucket}"[:63],
-        os.environ.get("MINIO_TEST_ACCESS_KEY", ""),
-        os.environ.get("MINIO_TEST_SECRET_KEY", ""),
-        os.environ.get("MINIO_TEST_SECURE", "false").lower() in ("1", "true", "yes"),
-    )
+    return MinioStore(**minio_test_kwargs(bucket))
 
 
 async def make_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:

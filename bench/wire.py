@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
-from worker.protocol.yjs import write_varuint
+from worker.protocol.yjs import read_varuint, write_varuint
 
 MARKER = re.compile(rb"<([0-9a-f]{16})\|([0-9a-f]{8})\.([0-9a-f]{8})>")
 MARKER_LEN = 36
@@ -49,16 +49,6 @@ def varstring(text: str) -> bytes:
     return varbytes(text.encode())
 
 
-def read_varuint(data: bytes, pos: int) -> tuple[int, int]:
-    """(value, next position)."""
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
 
 
 def marker(ts_ns: int, writer: int, seq: int) -> bytes:

@@ -129,7 +129,7 @@ class Settings:
     compact_every_segments: int = 64
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         worker_id = env_str(env, "WORKER_ID") or socket.gethostname()
         if not _valid_worker_id(worker_id):
@@ -137,9 +137,9 @@ class Settings:
                 "WORKER_ID",
                 f"must be 1-64 chars of letters, digits, '.', '_', '-', got {worker_id!r}",
             )
-        values: dict[str, object] = dict(
+        settings = cls(
             port=env_int(env, "PORT", 8081, minimum=1),
-            host=env_str(env, "COLLAB_HOST", "0.0.0.0"),
+            host=env_str(env, "COLLAB_HOST", "0.0.0.0") or "0.0.0.0",
             worker_id=worker_id,
             workspace_dir=Path(env_str(env, "WORKSPACE_DIR", "/workspace") or "/workspace"),
             cooldown_ms=env_int(env, "COOLDOWN_MS", 300_000, minimum=1),
@@ -153,8 +153,6 @@ class Settings:
             log_format=env_choice(env, "LOG_FORMAT", "text", ("text", "json")),
             storage=StorageSettings.from_env(env),
         )
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)  # type: ignore[arg-type]  # keys are this class's own fields
         if not 1 <= settings.port <= 65535:
             raise ConfigError("PORT", f"must be 1-65535, got {settings.port}")
         return settings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -121,7 +122,12 @@ async def _open_and_type(url: str, sid: str, token: str) -> tuple[YjsClient, obj
     return y, cm
 
 
-async def _storm(url: str, sessions: list[str], per_session: int, expect=None) -> int:  # type: ignore[no-untyped-def]
+async def _storm(
+    url: str,
+    sessions: list[str],
+    per_session: int,
+    expect: Callable[[str], list[str]] | None = None,
+) -> int:
     start = asyncio.Event()
 
     async def one(sid: str, n: int) -> bool:

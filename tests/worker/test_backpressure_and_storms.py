@@ -150,3 +150,37 @@ async def _storm(
     failures = [r for r in results if r is not True]
     assert not failures, failures[:5]
     return len(results)
+
+
+@pytest.mark.slow
+async def test_a_worker_that_just_took_a_join_storm_stops_promptly_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    """The measured pycrdt-websocket failure: after a storm its server hung on SIGTERM."""
+    import signal
+    import time
+
+    from tests.support import WorkerProcess
+
+    storage = tmp_path / "s"
+    sessions = [f"storm-{i}" for i in range(20)]
+    await _seed(storage, sessions)
+    proc = WorkerProcess(
+        {"STORAGE_DIR": str(storage), "WORKER_ID": "w-storm"}, log=tmp_path / "worker.log"
+    )
+    await proc.start()
+    try:
+        clients = [
+            YjsClient.connect(proc.url, f"{sid}/a.txt") for sid in sessions for _ in range(5)
+        ]
+        entered = await asyncio.gather(*(cm.__aenter__() for cm in clients))
+        await asyncio.wait_for(asyncio.gather(*(y.synced.wait() for y in entered)), 30)
+        started = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        assert await proc.wait(timeout=20) == 0
+        assert time.monotonic() - started < 10
+        await wait_until(lambda: all(y.close_code == 1012 for y in entered), what="1012 for all")
+        for cm in clients:
+            await cm.__aexit__(None, None, None)
+    finally:
+        proc.kill()

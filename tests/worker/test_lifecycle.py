@@ -187,3 +187,38 @@ async def test_worker_metrics_and_health(worker: RunningWorker) -> None:
     assert 'collab_connections_active{protocol="json"} 1.0' in text
     assert "collab_sessions_active 1.0" in text
     assert 'collab_storage_requests_total{op="put",outcome="ok"}' in text
+
+
+class TestSigkill:
+    async def test_loses_nothing_older_than_the_flush_interval(self, tmp_path: Path) -> None:
+        env = {
+            "STORAGE_DIR": str(tmp_path / "storage"),
+            "WORKER_ID": "w-kill",
+            "FLUSH_INTERVAL_MS": "200",
+        }
+        proc = WorkerProcess(env, log=tmp_path / "worker.log")
+        await proc.start()
+        try:
+            async with (
+                YjsClient.connect(proc.url, "s-kill/a.txt") as y,
+                JsonClient.connect(proc.url) as j,
+            ):
+                await asyncio.wait_for(y.synced.wait(), 5)
+                await j.join("s-kill", "alice")
+                for word in ("old ", "older ", "oldest "):
+                    await y.insert(len(str(y.text)), word)
+                await j.file_op(type="create", path="b.txt", content="json edit")
+                await asyncio.sleep(1.0)  # five flush intervals: all of it must be durable
+                proc.signal(signal.SIGKILL)
+                assert await proc.wait() == -signal.SIGKILL
+        finally:
+            proc.kill()
+        restarted = WorkerProcess(env, log=tmp_path / "worker.log")
+        await restarted.start()
+        try:
+            async with JsonClient.connect(restarted.url) as j:
+                await j.join("s-kill", "bob")
+                assert await j.get_file("a.txt") == "old older oldest "
+                assert await j.get_file("b.txt") == "json edit"
+        finally:
+            assert await restarted.stop() == 0

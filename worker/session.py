@@ -238,7 +238,7 @@ class Session:
         self.pending_bytes += len(update)
         self.last_activity = now
         self.users.add(user)
-        if name != INDEX_DOC:
+        if origin is not None and name != INDEX_DOC:  # file operations log themselves
             burst = self._bursts.get(name)
             if burst is None:
                 burst = self._bursts[name] = {
@@ -291,6 +291,11 @@ class Session:
     @property
     def has_log(self) -> bool:
         return bool(self._log or self._bursts)
+
+    @property
+    def has_file_ops(self) -> bool:
+        """File operations wait for no interval: they go with the next group commit."""
+        return bool(self._log)
 
     @property
     def unflushed_bytes(self) -> int:

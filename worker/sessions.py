@@ -120,13 +120,16 @@ class SessionManager:
     async def flush(self, session: Session, *, with_log: bool = False) -> bool:
         """Writes the session's pending updates as one segment; False if storage refused.
 
-        The operations log is written along when ``with_log`` or when its interval is due.
+        The operations log goes along with it when there are file operations (so every group
+        commit that carries one has its log segment), when ``with_log``, or when the edit
+        bursts' interval (``LOG_INTERVAL_MS``) is due.
         """
         state = self._flush[session.id]
         async with state.lock:
             now = time.monotonic()
-            write_log = session.has_log and (
-                with_log or now - state.log_written >= self.settings.log_interval_ms / 1000
+            write_log = session.has_file_ops or (
+                session.has_log
+                and (with_log or now - state.log_written >= self.settings.log_interval_ms / 1000)
             )
             if not session.has_updates and not write_log:
                 return True

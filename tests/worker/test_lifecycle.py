@@ -222,3 +222,42 @@ class TestSigkill:
                 assert await j.get_file("b.txt") == "json edit"
         finally:
             assert await restarted.stop() == 0
+
+
+class TestOperationsLog:
+    async def test_file_operations_go_with_their_group_commit_and_bursts_follow(
+        self, tmp_path: Path
+    ) -> None:
+        storage = tmp_path / "storage"
+        # A long log interval: only the file operations themselves can have written the log.
+        settings = settings_for(StorageSettings(storage_dir=storage), log_interval_ms=60_000)
+        reader = SessionStore(LocalStore(storage), "reader")
+        async with run_worker(settings) as worker:
+            async with (
+                JsonClient.connect(worker.url) as j,
+                YjsClient.connect(worker.url, "s-log/b.txt") as y,
+            ):
+                await j.join("s-log", "alice")
+                await asyncio.wait_for(y.synced.wait(), 5)
+                await j.file_op(type="create", path="a.txt", content="hello")
+                await j.file_op(type="rename", oldPath="a.txt", newPath="c.txt")
+                await j.file_op(type="delete", path="c.txt")
+                await wait_until(lambda: bool(segment_keys(storage, "s-log")), what="flush")
+                await wait_until(
+                    lambda: any(k.startswith("log/") for k in segment_keys(storage, "s-log")),
+                    what="log segment with the group commit",
+                )
+                ops = [(e["op"], e["path"], e["userId"]) for e in await reader.read_log("s-log")]
+                assert ops[:3] == [
+                    ("create", "a.txt", "alice"),
+                    ("rename", "c.txt", "alice"),
+                    ("delete", "c.txt", "alice"),
+                ]
+                await y.insert(0, "typed")
+            # Unloading writes the open edit burst.
+            await worker.manager.unload(worker.manager.sessions["s-log"])
+        log = await reader.read_log("s-log")
+        bursts = [e for e in log if e["op"] == "edit" and e["path"] == "b.txt"]
+        assert len(bursts) == 1 and bursts[0]["bytes"] > 0 and bursts[0]["worker"] == "w-test"
+        assert all({"ts", "userId", "worker", "op", "path", "bytes"} <= set(e) for e in log)
+        assert [e["ts"] for e in log] == sorted(e["ts"] for e in log)

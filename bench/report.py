@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,21 +69,35 @@ def _ratio(value: float | None, base: float | None) -> str:
     return "-" if value is None or not base else f"{value / base:.2f}x"
 
 
-def _active_table(rows: list[dict[str, Any]]) -> list[str]:
-    base = {r["server"]: r.get("cpu_s_per_1k") for r in rows}
-    head = (
-        "| server | clients | delivered upd/s | fan-out p50 / p99 ms | connect p50 / p99 ms "
-        "| server CPU | CPU s per 1k delivered | "
-        + " | ".join(label for _, label in BASELINES)
-        + " | RSS MB | delivered / expected | deflate | loadgen CPU % |"
-    )
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+def _table(
+    rows: list[dict[str, Any]],
+    metric: str,
+    head: tuple[str, str],
+    cells: Callable[[dict[str, Any], str], str],
+) -> list[str]:
+    """One markdown table: ``head`` is (columns before, columns after) the baseline ratios of
+    ``metric``; ``cells(row, ratios)`` renders one server's row."""
+    base = {r["server"]: r.get(metric) for r in rows}
+    line = f"{head[0]} | " + " | ".join(label for _, label in BASELINES) + f" | {head[1]}"
+    lines = [line, "|" + "---|" * (line.count("|") - 1)]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['name']} | failed: {r['error'].splitlines()[0]} |")
             continue
-        ratios = " | ".join(_ratio(r["cpu_s_per_1k"], base.get(k)) for k, _ in BASELINES)
-        lines.append(
+        ratios = " | ".join(_ratio(r[metric], base.get(k)) for k, _ in BASELINES)
+        lines.append(cells(r, ratios))
+    return lines
+
+
+def _active_table(rows: list[dict[str, Any]]) -> list[str]:
+    head = (
+        "| server | clients | delivered upd/s | fan-out p50 / p99 ms | connect p50 / p99 ms "
+        "| server CPU | CPU s per 1k delivered",
+        "RSS MB | delivered / expected | deflate | loadgen CPU % |",
+    )
+
+    def cells(r: dict[str, Any], ratios: str) -> str:
+        return (
             f"| {r['name']} | {r['connections']} | {_f(r['delivered_per_s'], 0)} "
             f"| {_pair(r['latency_p50_ms'], r['latency_p99_ms'])} "
             f"| {_pair(r['connect_p50_ms'], r['connect_p99_ms'])} "
@@ -90,31 +105,27 @@ def _active_table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {_f(r['rss_mb'], 0)} | {_f(r['delivery_ratio'], 3)} | {_yes(r['deflate'])} "
             f"| {' + '.join(str(x) for x in r['loadgen_cpu_pct'])} |"
         )
-    return lines
+
+    return _table(rows, "cpu_s_per_1k", head, cells)
 
 
 def _idle_table(rows: list[dict[str, Any]]) -> list[str]:
-    base = {r["server"]: r.get("rss_per_conn_kb") for r in rows}
     head = (
         "| server | connections | connect p50 / p99 ms | RSS before -> after MB "
-        "| KB per connection | "
-        + " | ".join(label for _, label in BASELINES)
-        + " | server CPU while idle | deflate |"
+        "| KB per connection",
+        "server CPU while idle | deflate |",
     )
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['name']} | failed: {r['error'].splitlines()[0]} |")
-            continue
-        ratios = " | ".join(_ratio(r["rss_per_conn_kb"], base.get(k)) for k, _ in BASELINES)
-        lines.append(
+
+    def cells(r: dict[str, Any], ratios: str) -> str:
+        return (
             f"| {r['name']} | {r['connections']} "
             f"| {_pair(r['connect_p50_ms'], r['connect_p99_ms'])} "
             f"| {_f(r['rss_before_mb'], 0)} -> {_f(r['rss_mb'], 0)} "
             f"| {_f(r['rss_per_conn_kb'], 1)} | {ratios} | {_f(r['server_cpu_pct'], 1)}% "
             f"| {_yes(r['deflate'])} |"
         )
-    return lines
+
+    return _table(rows, "rss_per_conn_kb", head, cells)
 
 
 def render(meta: dict[str, Any], rows: list[dict[str, Any]], shapes: list[Shape]) -> str:

@@ -165,6 +165,22 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
         worker(request).manager.undrain()
         return JSONResponse({"worker": settings.worker_id, "state": "active"})
 
+    async def admin_session(request: Request) -> Response:
+        session = worker(request).manager.sessions.get(request.path_params["session"])
+        if session is None:
+            return JSONResponse(
+                {"error": "session is not live on this worker", "worker": settings.worker_id},
+                status_code=404,
+            )
+        return JSONResponse({"worker": settings.worker_id, **session.describe()})
+
+    async def admin_handoff(request: Request) -> Response:
+        manager = worker(request).manager
+        result = await manager.hand_off(
+            request.path_params["session"], settings.drain_timeout_ms / 1000
+        )
+        return JSONResponse({"worker": settings.worker_id, **result})
+
     async def index(request: Request) -> Response:
         return JSONResponse(
             {
@@ -182,6 +198,12 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
         Route("/metrics", metrics_endpoint),
         Route("/admin/status", require_admin(token, admin_status)),
         Route("/admin/sessions", require_admin(token, admin_sessions)),
+        Route("/admin/sessions/{session}", require_admin(token, admin_session)),
+        Route(
+            "/admin/sessions/{session}/handoff",
+            require_admin(token, admin_handoff),
+            methods=["POST"],
+        ),
         Route("/admin/drain", require_admin(token, admin_drain), methods=["POST"]),
         Route("/admin/undrain", require_admin(token, admin_undrain), methods=["POST"]),
     ]

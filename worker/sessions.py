@@ -300,33 +300,51 @@ class SessionManager:
         deadline = time.monotonic() + timeout_s
         results: dict[str, bool] = {}
 
-        async def hand_off(session: Session) -> None:
-            while True:
-                if await self.flush(session, with_log=True) and not session.dirty:
-                    session.moving = True
-                    break
-                if time.monotonic() >= deadline:
-                    break
-                await anyio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-            session.close_clients(CLOSE_RESTART, "worker draining; reconnect")
-            results[session.id] = session.moving
-            if session.moving:
-                await self._save_meta(session)
-                self._forget(session)
-            else:
-                log.error(
-                    "drain_flush_failed",
-                    session=session.id,
-                    unflushed_bytes=session.unflushed_bytes,
-                    error=self.storage_error,
-                )
+        async def one(session: Session) -> None:
+            results[session.id] = await self._hand_off(session, deadline, "worker draining")
 
         async with anyio.create_task_group() as tg:
             for session in list(self.sessions.values()):
-                tg.start_soon(hand_off, session)
+                tg.start_soon(one, session)
         lost = [sid for sid, ok in results.items() if not ok]
         log.info("drain_finished", handed_off=len(results) - len(lost), not_durable=lost)
         return {"handedOff": len(results) - len(lost), "notDurable": lost}
+
+    async def hand_off(self, session_id: str, timeout_s: float) -> dict[str, Any]:
+        """One session leaves this worker (a router moved it): flush, then clients away (1012).
+
+        A client that comes back here later (a router that has not seen the ring change yet)
+        simply loads the session again; both writes merge on the next load.
+        """
+        session = self.sessions.get(session_id)
+        if session is None:
+            return {"sessionId": session_id, "live": False, "durable": True}
+        durable = await self._hand_off(
+            session, time.monotonic() + timeout_s, "session moved to another worker"
+        )
+        return {"sessionId": session_id, "live": True, "durable": durable}
+
+    async def _hand_off(self, session: Session, deadline: float, why: str) -> bool:
+        """Flush until clean (or the deadline), close the clients, forget; True if durable."""
+        while True:
+            if await self.flush(session, with_log=True) and not session.dirty:
+                session.moving = True
+                break
+            if time.monotonic() >= deadline:
+                break
+            await anyio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        session.close_clients(CLOSE_RESTART, f"{why}; reconnect")
+        if session.moving:
+            await self._save_meta(session)
+            self._forget(session)
+            return True
+        log.error(
+            "hand_off_flush_failed",
+            session=session.id,
+            unflushed_bytes=session.unflushed_bytes,
+            error=self.storage_error,
+        )
+        return False
 
     def undrain(self) -> None:
         self.draining = False

@@ -18,7 +18,6 @@ from ..paths import PathRefused, check_path
 from ..protocol import json as jmsg
 from ..session import Session, SessionMoving, UpdateRejected
 from ..sessions import SessionUnavailable
-from ..storage import validate_session_id
 from .state import WorkerState
 
 log = structlog.get_logger("worker.json")
@@ -106,25 +105,14 @@ class _JsonConnection:
     async def _join(self, message: dict[str, Any]) -> None:
         if self.session is not None:
             raise jmsg.MessageError(jmsg.ALREADY_JOINED, "one session per connection")
-        session_id, user_id = message.get("sessionId"), message.get("userId")
-        if (
-            not isinstance(session_id, str)
-            or not session_id
-            or not isinstance(user_id, str)
-            or not user_id
-        ):
-            raise jmsg.MessageError(jmsg.MISSING_IDS)
-        try:
-            session_id = validate_session_id(session_id)
-        except ValueError as exc:
-            raise jmsg.MessageError(jmsg.INVALID_SESSION, str(exc)) from None
+        session_id, user_id = jmsg.join_ids(message)
         try:
             session = await self.state.manager.acquire(session_id)
         except SessionUnavailable as exc:
             self.client.send(jmsg.error(jmsg.SESSION_UNAVAILABLE, exc.reason))
             self.client.close(CLOSE_RESTART if exc.draining else CLOSE_TRY_AGAIN, exc.reason)
             return
-        self.client.user_id = user_id[:256]
+        self.client.user_id = user_id
         self.session = session
         session.attach(self.client, None)
         self.client.send(

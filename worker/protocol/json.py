@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from ..storage.sessions import validate_session_id
+
 MESSAGE_TYPES = ("join", "fileOperation", "yjsUpdate", "getFiles", "getFile", "ping")
 FILE_OPERATIONS = ("create", "update", "delete", "rename")
 
@@ -54,6 +56,19 @@ def parse(raw: str | bytes) -> dict[str, Any]:
             UNKNOWN_TYPE, f"type {kind[:64]!r} is not one of {', '.join(MESSAGE_TYPES)}"
         )
     return message
+
+
+def join_ids(message: dict[str, Any]) -> tuple[str, str]:
+    """(sessionId, userId) of a ``join``; the one rule, used by the worker and the router."""
+    session_id, user_id = message.get("sessionId"), message.get("userId")
+    if not isinstance(session_id, str) or not session_id:
+        raise MessageError(MISSING_IDS)
+    if not isinstance(user_id, str) or not user_id:
+        raise MessageError(MISSING_IDS)
+    try:
+        return validate_session_id(session_id), user_id[:256]
+    except ValueError as exc:
+        raise MessageError(INVALID_SESSION, str(exc)) from None
 
 
 def data_of(message: dict[str, Any], error: str, *, required: bool = True) -> dict[str, Any]:

@@ -1,0 +1,166 @@
+"""The router's HTTP side: health, readiness, metrics and the admin API (bearer ``ADMIN_TOKEN``).
+
+The admin API aggregates the workers' own admin endpoints (the worker is the source of truth for
+its sessions and its drain state) and locates sessions on the ring.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from worker.admin import require_admin
+
+from .membership import Membership, WorkerInfo
+from .metrics import RouterMetrics
+from .proxy import Proxy
+from .settings import RouterSettings
+
+
+def create_http_app(
+    settings: RouterSettings, metrics: RouterMetrics, membership: Membership, proxy: Proxy
+) -> Starlette:
+    token = settings.admin_token
+    auth = {"authorization": f"Bearer {token}"} if token else {}
+
+    async def worker_call(
+        info: WorkerInfo, method: str, path: str
+    ) -> tuple[int, dict[str, Any] | None, str | None]:
+        """(status, JSON body, error) of one admin call to a worker."""
+        try:
+            response = await proxy.http.request(
+                method, f"http://{info.address}{path}", headers=auth, timeout=30
+            )
+            body = response.json()
+            return response.status_code, body if isinstance(body, dict) else None, None
+        except (httpx.HTTPError, ValueError) as exc:
+            return 0, None, f"{type(exc).__name__}: {exc}"
+
+    def not_found(name: str) -> Response:
+        known = ", ".join(sorted(i.name for i in membership.workers.values())) or "none"
+        return JSONResponse({"error": f"no worker named {name}; known: {known}"}, status_code=404)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "router": settings.router_id})
+
+    async def readyz(request: Request) -> Response:
+        if not proxy.accepting:
+            state = "stopping"
+        elif not membership.checked:
+            state = "starting"
+        elif not membership.ring:
+            state = "no workers"
+        else:
+            state = "ready"
+        body = {
+            "state": state,
+            "router": settings.router_id,
+            "workers": membership.summary(),
+            "connections": proxy.connections,
+        }
+        return JSONResponse(body, status_code=200 if state == "ready" else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def admin_workers(request: Request) -> Response:
+        relayed: dict[str, int] = {}
+        for relays in proxy.live.values():
+            for relay in relays:
+                relayed[relay.worker] = relayed.get(relay.worker, 0) + 1
+        rows = []
+        for info in sorted(membership.workers.values(), key=lambda i: i.name):
+            row = info.describe()
+            row["onRing"] = info.id in membership.ring and membership.ring[info.id] is info
+            row["connectionsViaThisRouter"] = relayed.get(info.name, 0)
+            rows.append(row)
+        return JSONResponse({"router": settings.router_id, "workers": rows})
+
+    async def admin_sessions(request: Request) -> Response:
+        wanted = request.query_params.get("worker")
+        infos = [i for i in membership.workers.values() if i.state != "down"]
+        if wanted is not None:
+            info = membership.find(wanted)
+            if info is None:
+                return not_found(wanted)
+            infos = [info]
+        sessions: list[dict[str, Any]] = []
+        errors: dict[str, str] = {}
+
+        async def one(info: WorkerInfo) -> None:
+            status, body, error = await worker_call(info, "GET", "/admin/sessions")
+            if status != 200 or body is None:
+                errors[info.name] = error or f"HTTP {status}: {body}"
+                return
+            for s in body.get("sessions", []):
+                sessions.append({**s, "worker": info.name})
+
+        async with anyio.create_task_group() as tg:
+            for info in infos:
+                tg.start_soon(one, info)
+        sessions.sort(key=lambda s: (s.get("worker", ""), s.get("sessionId", "")))
+        return JSONResponse({"sessions": sessions, "errors": errors})
+
+    async def admin_locate(request: Request) -> Response:
+        session = request.path_params["session"]
+        owner = membership.owner(session)
+        live_on = []
+        for info in membership.workers.values():
+            if info.state == "down":
+                continue
+            status, _, _ = await worker_call(info, "GET", f"/admin/sessions/{quote(session)}")
+            if status == 200:
+                live_on.append(info.name)
+        return JSONResponse(
+            {
+                "sessionId": session,
+                "owner": owner.name if owner else None,
+                "address": owner.address if owner else None,
+                "live": bool(owner and owner.name in live_on),
+                "liveOn": sorted(live_on),
+                "connectionsViaThisRouter": len(proxy.live.get(session, ())),
+            }
+        )
+
+    async def admin_worker_action(request: Request) -> Response:
+        name, action = request.path_params["worker"], request.path_params["action"]
+        if action not in ("drain", "undrain"):
+            return JSONResponse({"error": f"unknown action {action!r}"}, status_code=404)
+        info = membership.find(name)
+        if info is None:
+            return not_found(name)
+        if action == "drain" and info.state == "active":
+            # Off the ring here at once, so the sessions the worker sends away reconnect to
+            # their new owners instead of coming back to it until the next health round.
+            membership.set_state(info, "draining")
+        status, body, error = await worker_call(info, "POST", f"/admin/{action}")
+        if status == 0:
+            return JSONResponse(
+                {"error": f"worker {info.name} at {info.address} unreachable: {error}"},
+                status_code=502,
+            )
+        # The worker's readiness now says draining/ready; act on it without waiting a round.
+        await membership.refresh(proxy.http)
+        return JSONResponse(body or {}, status_code=status)
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
+        Route("/admin/workers", require_admin(token, admin_workers)),
+        Route("/admin/sessions", require_admin(token, admin_sessions)),
+        Route("/admin/sessions/{session}", require_admin(token, admin_locate)),
+        Route(
+            "/admin/workers/{worker}/{action:str}",
+            require_admin(token, admin_worker_action),
+            methods=["POST"],
+        ),
+    ]
+    return Starlette(routes=routes)

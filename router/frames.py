@@ -1,0 +1,265 @@
+"""The few pieces of RFC 6455 the router needs, over bytes (no I/O).
+
+The router relays WebSocket bytes without decoding them. It reads only: the HTTP head of an
+upgrade (to route on its path), the first JSON message of a connection (to route on its
+``join``), and frame *boundaries* of the worker→client stream (so that a hand-off close frame is
+never spliced into the middle of a message).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_HEAD_BYTES = 64 * 1024
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+class HandshakeError(ValueError):
+    """An HTTP head that is not a usable request/response; ``str()`` says why."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """A parsed HTTP/1.1 request or response head."""
+
+    first_line: str
+    headers: tuple[tuple[str, str], ...]
+    size: int  # bytes of the head, including the blank line
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def has_token(self, name: str, token: str) -> bool:
+        value = self.header(name) or ""
+        return token.lower() in (t.strip().lower() for t in value.split(","))
+
+    @property
+    def is_websocket_upgrade(self) -> bool:
+        return self.has_token("upgrade", "websocket") and self.has_token("connection", "upgrade")
+
+    @property
+    def target(self) -> str:
+        parts = self.first_line.split(" ")
+        return parts[1] if len(parts) == 3 else ""
+
+    @property
+    def path(self) -> str:
+        return self.target.partition("?")[0]
+
+    @property
+    def status(self) -> int:
+        parts = self.first_line.split(" ", 2)
+        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
+
+
+def parse_head(buffer: bytes | bytearray) -> Head | None:
+    """The head at the start of ``buffer``; None if incomplete; HandshakeError if malformed."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > MAX_HEAD_BYTES:
+            raise HandshakeError(f"HTTP head larger than {MAX_HEAD_BYTES} bytes")
+        return None
+    try:
+        text = bytes(buffer[:end]).decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
+        raise HandshakeError("HTTP head is not text") from None
+    first, *lines = text.split("\r\n")
+    headers = []
+    for line in lines:
+        key, sep, value = line.partition(":")
+        if not sep or not key or key != key.strip():
+            raise HandshakeError(f"malformed header line {line[:80]!r}")
+        headers.append((key.lower(), value.strip()))
+    if len(first.split(" ")) < 2:
+        raise HandshakeError(f"malformed first line {first[:80]!r}")
+    return Head(first, tuple(headers), end + 4)
+
+
+def accept_key(key: str) -> str:
+    return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
+
+
+def check_client_handshake(head: Head) -> str:
+    """The client's Sec-WebSocket-Key if ``head`` is a valid RFC 6455 opening handshake."""
+    if not head.first_line.startswith("GET ") or not head.first_line.endswith(" HTTP/1.1"):
+        raise HandshakeError("a WebSocket handshake is 'GET <path> HTTP/1.1'")
+    if head.header("sec-websocket-version") != "13":
+        raise HandshakeError("Sec-WebSocket-Version must be 13")
+    key = head.header("sec-websocket-key") or ""
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            raise ValueError
+    except ValueError:
+        raise HandshakeError("Sec-WebSocket-Key must be 16 base64-encoded bytes") from None
+    return key
+
+
+def switching_protocols(key: str) -> bytes:
+    return (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
+    ).encode()
+
+
+def http_error(status: int, reason: str, message: str) -> bytes:
+    body = (message + "\n").encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+
+def upgrade_request(
+    target: str, host: str, forwarded: tuple[tuple[str, str], ...] = ()
+) -> tuple[bytes, str]:
+    """An opening handshake of our own to a worker, and the accept value to expect."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+        *(f"{name}: {value}" for name, value in forwarded),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode(), accept_key(key)
+
+
+def with_header(head: bytes | bytearray, name: str, value: str) -> bytes:
+    """``head`` (ending in a blank line) with one more header before the blank line."""
+    return bytes(head[:-2]) + f"{name}: {value}\r\n\r\n".encode()
+
+
+# --- frames -----------------------------------------------------------------------------------
+
+
+def frame(opcode: int, payload: bytes, *, mask: bool = False) -> bytes:
+    """One final frame; servers send unmasked frames, clients masked ones."""
+    n = len(payload)
+    first = 0x80 | opcode
+    bit = 0x80 if mask else 0
+    if n < 126:
+        header = struct.pack("!BB", first, bit | n)
+    elif n < 65536:
+        header = struct.pack("!BBH", first, bit | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, bit | 127, n)
+    if not mask:
+        return header + payload
+    key = os.urandom(4)
+    return header + key + _unmask(payload, key)
+
+
+def close_frame(code: int, reason: str, *, mask: bool = False) -> bytes:
+    data = reason.encode()[:120]  # control frames carry at most 125 bytes
+    return frame(OP_CLOSE, struct.pack("!H", code) + data, mask=mask)
+
+
+def text_frame(text: str) -> bytes:
+    return frame(OP_TEXT, text.encode())
+
+
+def _unmask(payload: bytes | bytearray, key: bytes) -> bytes:
+    n = len(payload)
+    if not n:
+        return b""
+    stream = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
+
+
+@dataclass(frozen=True)
+class Frame:
+    fin: bool
+    opcode: int
+    payload: bytes
+    size: int  # bytes on the wire
+
+
+class FrameTooLarge(ValueError):
+    pass
+
+
+def parse_frame(buffer: bytes | bytearray, max_payload: int) -> Frame | None:
+    """The (unmasked) frame at the start of ``buffer``, or None if it is incomplete."""
+    if len(buffer) < 2:
+        return None
+    b0, b1 = buffer[0], buffer[1]
+    length, offset = b1 & 0x7F, 2
+    if length == 126:
+        if len(buffer) < 4:
+            return None
+        length, offset = struct.unpack_from("!H", buffer, 2)[0], 4
+    elif length == 127:
+        if len(buffer) < 10:
+            return None
+        length, offset = struct.unpack_from("!Q", buffer, 2)[0], 10
+    if length > max_payload:
+        raise FrameTooLarge(f"frame of {length} bytes exceeds the {max_payload}-byte limit")
+    key = b""
+    if b1 & 0x80:
+        if len(buffer) < offset + 4:
+            return None
+        key, offset = bytes(buffer[offset : offset + 4]), offset + 4
+    end = offset + length
+    if len(buffer) < end:
+        return None
+    payload = bytes(buffer[offset:end])
+    return Frame(bool(b0 & 0x80), b0 & 0x0F, _unmask(payload, key) if key else payload, end)
+
+
+class FrameCursor:
+    """Follows frame boundaries of a relayed byte stream without copying payloads.
+
+    ``feed`` costs a few operations per frame header; payload bytes are only counted.
+    """
+
+    __slots__ = ("_head", "_remaining", "closed")
+
+    def __init__(self) -> None:
+        self._head = b""
+        self._remaining = 0
+        self.closed = False  # a close frame went by
+
+    @property
+    def at_boundary(self) -> bool:
+        return not self._remaining and not self._head
+
+    def feed(self, data: bytes) -> None:
+        i, n = 0, len(data)
+        while i < n:
+            if self._remaining:
+                step = min(self._remaining, n - i)
+                self._remaining -= step
+                i += step
+                continue
+            head = self._head + data[i : i + 14] if self._head else data[i : i + 14]
+            have = len(head)
+            if have < 2:
+                self._head, i = head, n
+                return
+            b1 = head[1]
+            length = b1 & 0x7F
+            size = 2 + (2 if length == 126 else 8 if length == 127 else 0) + (4 if b1 & 0x80 else 0)
+            if have < size:
+                self._head, i = head, n
+                return
+            if length == 126:
+                length = int.from_bytes(head[2:4], "big")
+            elif length == 127:
+                length = int.from_bytes(head[2:10], "big")
+            if head[0] & 0x0F == OP_CLOSE:
+                self.closed = True
+            i += size - len(self._head)
+            self._head = b""
+            self._remaining = length

@@ -1,0 +1,420 @@
+"""Route each client connection to its session's owner, then relay bytes.
+
+The session id comes from the path (``/yjs/{sessionId}/...``) or, on the JSON protocol, from the
+first ``join`` message: the router completes that handshake itself, answers what comes before the
+join exactly as a worker would (``ping``, errors), and passes the join's frame to the worker
+unchanged. Requests that are not WebSocket upgrades (health, metrics, admin) are relayed to the
+router's own HTTP app. Errors seen by a client here are close frames with a reason; the router
+never lets one connection's failure escape into the rest.
+
+Hand-off: when the ring changes, every live session whose owner changed is handed off. The old
+owner is asked to flush the session and send its clients away (1012), so the new owner loads
+everything; new connections for that session wait until then. Clients still connected to the
+old owner afterwards (it is down, or did not answer) are closed here with 1012.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+from urllib.parse import quote, unquote
+
+import httpx
+import structlog
+
+from worker.client import CLOSE_POLICY, CLOSE_RESTART, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN
+from worker.protocol import json as jmsg
+
+from . import frames
+from .frames import FrameCursor, HandshakeError, Head
+from .membership import Membership, WorkerInfo, describe_error
+from .metrics import RouterMetrics
+from .relay import Relay, Side
+from .settings import RouterSettings
+
+log = structlog.get_logger("router.proxy")
+
+HEAD_TIMEOUT_S = 10.0
+JOIN_TIMEOUT_S = 60.0
+
+
+class Refused(Exception):
+    """A client connection that cannot be routed; ``code``/``reason`` go into its close frame."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Proxy:
+    def __init__(
+        self,
+        settings: RouterSettings,
+        metrics: RouterMetrics,
+        membership: Membership,
+        admin_http: Callable[[], Awaitable[tuple[asyncio.BaseTransport, Side]]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.membership = membership
+        self.open_admin = admin_http
+        self.live: dict[str, set[Relay]] = {}
+        self._gates: dict[str, asyncio.Event] = {}
+        self._handoffs: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._http: httpx.AsyncClient | None = None
+        self.accepting = True
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def protocol_factory(self) -> Side:
+        side = Side()
+        self._spawn(self._handle(side), "route")
+        return side
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self, reason: str = "router stopping; reconnect") -> None:
+        """Sends every client away with 1012 and stops all pending work."""
+        self.accepting = False
+        for relays in list(self.live.values()):
+            for relay in list(relays):
+                relay.close(CLOSE_RESTART, reason)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+        if self._http is not None:
+            await self._http.aclose()
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(trust_env=False)
+        return self._http
+
+    @property
+    def connections(self) -> int:
+        return sum(len(r) for r in self.live.values())
+
+    # --- routing ---------------------------------------------------------------------------
+
+    async def _handle(self, client: Side) -> None:
+        await asyncio.sleep(0)  # let connection_made run
+        try:
+            head = await self._read_head(client)
+            if head is None:
+                return
+            if not head.is_websocket_upgrade:
+                await self._admin_request(client)
+                return
+            path = head.path
+            if path.startswith("/yjs/"):
+                await self._route_yjs(client, head, unquote(path[5:]).partition("/")[0])
+            elif path in ("/", "/ws"):
+                await self._route_json(client, head)
+            else:
+                self._refuse_handshake(client, head, Refused(CLOSE_POLICY, "unknown path"))
+        except asyncio.CancelledError:
+            client.abort()
+            raise
+        except ConnectionError:
+            client.close()
+        except Exception:
+            # A bug must cost one connection, never the router.
+            log.exception("route_failed")
+            client.abort()
+
+    async def _read_head(self, side: Side) -> Head | None:
+        deadline = time.monotonic() + HEAD_TIMEOUT_S
+        while True:
+            try:
+                head = frames.parse_head(side.buffer)
+            except HandshakeError as exc:
+                self.metrics.client_errors.labels("bad_request").inc()
+                side.write(frames.http_error(400, "Bad Request", str(exc)))
+                side.close()
+                return None
+            if head is not None:
+                return head
+            try:
+                await side.wait_data(deadline - time.monotonic())
+            except (TimeoutError, ConnectionError):
+                side.close()
+                return None
+
+    def _refuse_handshake(self, client: Side, head: Head, refused: Refused) -> None:
+        """Completes the client's handshake only to close it with a code and a reason."""
+        try:
+            key = frames.check_client_handshake(head)
+        except HandshakeError as exc:
+            self.metrics.client_errors.labels("bad_handshake").inc()
+            client.write(frames.http_error(400, "Bad Request", str(exc)))
+            client.close()
+            return
+        client.write(frames.switching_protocols(key))
+        client.write(frames.close_frame(refused.code, refused.reason))
+        client.close()
+
+    async def _owner(self, session: str) -> WorkerInfo:
+        gate = self._gates.get(session)
+        if gate is not None:
+            try:
+                await asyncio.wait_for(gate.wait(), self.settings.handoff_timeout_ms / 1000)
+            except TimeoutError:
+                pass
+        if not self.accepting:
+            raise Refused(CLOSE_RESTART, "router stopping; reconnect")
+        owner = self.membership.owner(session)
+        if owner is None:
+            counts = self.membership.summary()
+            known = ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "none"
+            raise Refused(CLOSE_TRY_AGAIN, f"no worker is ready (known: {known}); retry shortly")
+        return owner
+
+    async def _connect(self, worker: WorkerInfo) -> Side:
+        loop = asyncio.get_running_loop()
+        try:
+            _, side = await asyncio.wait_for(
+                loop.create_connection(Side, worker.host, worker.port),
+                self.settings.connect_timeout_ms / 1000,
+            )
+        except (OSError, TimeoutError) as exc:
+            error = describe_error(exc)
+            self._upstream_failed(worker, error)
+            if isinstance(exc, ConnectionRefusedError):
+                # Nothing listens there: take it off the ring now, so the client's reconnect
+                # reaches the next owner without waiting for the next health round.
+                self.membership.mark_down(worker, error)
+            raise Refused(
+                CLOSE_TRY_AGAIN,
+                f"worker {worker.name} at {worker.address} unreachable; reconnect",
+            ) from None
+        return side
+
+    def _upstream_failed(self, worker: WorkerInfo, error: str) -> None:
+        self.metrics.upstream_errors.inc()
+        log.error("upstream_failed", worker=worker.name, address=worker.address, error=error)
+
+    async def _upstream_head(self, upstream: Side, worker: WorkerInfo) -> Head:
+        try:
+            head = await self._read_head(upstream)
+        except HandshakeError:
+            head = None
+        if head is None:
+            upstream.close()
+            self._upstream_failed(worker, "no valid handshake response")
+            raise Refused(CLOSE_TRY_AGAIN, f"worker {worker.name} did not answer; reconnect")
+        return head
+
+    async def _route_yjs(self, client: Side, head: Head, session: str) -> None:
+        try:
+            worker = await self._owner(session)
+            upstream = await self._connect(worker)
+        except Refused as refused:
+            self._refuse_handshake(client, head, refused)
+            return
+        request = frames.with_header(client.buffer[: head.size], "X-Forwarded-For", client.peer_ip)
+        del client.buffer[: head.size]
+        upstream.write(request)
+        try:
+            response = await self._upstream_head(upstream, worker)
+        except Refused as refused:
+            self._refuse_handshake(client, head, refused)
+            return
+        cursor = FrameCursor()
+        cursor.feed(bytes(upstream.buffer[response.size :]))
+        client.write(upstream.buffer)
+        upstream.buffer.clear()
+        relay = Relay(client, upstream, session, worker.name, "yjs")
+        relay.start(cursor)
+        if response.status == 101:
+            self._register(relay, worker)
+        # Anything else (a worker's HTTP error) is relayed as it is and ends on its own.
+
+    async def _route_json(self, client: Side, head: Head) -> None:
+        try:
+            key = frames.check_client_handshake(head)
+        except HandshakeError as exc:
+            self.metrics.client_errors.labels("bad_handshake").inc()
+            client.write(frames.http_error(400, "Bad Request", str(exc)))
+            client.close()
+            return
+        client.write(frames.switching_protocols(key))
+        del client.buffer[: head.size]
+        try:
+            session, join_frames = await self._read_join(client)
+            worker = await self._owner(session)
+            upstream = await self._connect(worker)
+            forwarded: tuple[tuple[str, str], ...] = (("X-Forwarded-For", client.peer_ip),)
+            for name in ("origin", "user-agent", "sec-websocket-protocol"):
+                if (value := head.header(name)) is not None:
+                    forwarded += ((name.title(), value),)
+            request, _ = frames.upgrade_request(head.target, worker.address, forwarded)
+            upstream.write(request)
+            response = await self._upstream_head(upstream, worker)
+            if response.status != 101:
+                upstream.close()
+                self._upstream_failed(worker, f"handshake answered {response.first_line!r}")
+                raise Refused(
+                    CLOSE_TRY_AGAIN, f"worker {worker.name} refused the connection; reconnect"
+                )
+        except Refused as refused:
+            if refused.code == 1000:  # the client closed first; its close was answered
+                client.close()
+                return
+            if refused.code != CLOSE_POLICY:
+                error = jmsg.error(jmsg.SESSION_UNAVAILABLE, refused.reason)
+                client.write(frames.text_frame(error))
+            client.write(frames.close_frame(refused.code, refused.reason))
+            client.close()
+            return
+        cursor = FrameCursor()
+        cursor.feed(bytes(upstream.buffer[response.size :]))
+        client.write(upstream.buffer[response.size :])
+        upstream.buffer.clear()
+        upstream.write(join_frames)
+        relay = Relay(client, upstream, session, worker.name, "json")
+        relay.start(cursor)
+        self._register(relay, worker)
+
+    async def _read_join(self, client: Side) -> tuple[str, bytes]:
+        """Reads messages until a valid join: (session id, the join's frames as received)."""
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        limit = self.settings.max_message_bytes
+        raw, payload = bytearray(), bytearray()
+        while True:
+            try:
+                frame = frames.parse_frame(client.buffer, limit)
+            except frames.FrameTooLarge as exc:
+                raise Refused(CLOSE_TOO_BIG, str(exc)) from None
+            if frame is None:
+                try:
+                    await client.wait_data(deadline - time.monotonic())
+                except TimeoutError:
+                    raise Refused(CLOSE_POLICY, "no join message in time") from None
+                continue
+            wire = bytes(client.buffer[: frame.size])
+            del client.buffer[: frame.size]
+            if frame.opcode == frames.OP_PING:
+                client.write(frames.frame(frames.OP_PONG, frame.payload))
+                continue
+            if frame.opcode == frames.OP_PONG:
+                continue
+            if frame.opcode == frames.OP_CLOSE:
+                client.write(frames.frame(frames.OP_CLOSE, frame.payload[:2]))
+                raise Refused(1000, "closed by client")
+            raw += wire
+            payload += frame.payload
+            if len(payload) > limit:
+                raise Refused(CLOSE_TOO_BIG, f"message exceeds the {limit}-byte limit")
+            if not frame.fin:
+                continue
+            message_frames, message = bytes(raw), bytes(payload)
+            raw.clear()
+            payload.clear()
+            try:
+                parsed = jmsg.parse(message)
+                if parsed["type"] == "ping":
+                    client.write(frames.text_frame(jmsg.pong()))
+                    continue
+                if parsed["type"] != "join":
+                    raise jmsg.MessageError(jmsg.NOT_JOINED, "send a 'join' message first")
+                session, _ = jmsg.join_ids(parsed)
+            except jmsg.MessageError as exc:
+                self.metrics.client_errors.labels("json").inc()
+                client.write(frames.text_frame(jmsg.error(exc.error, exc.reason)))
+                continue
+            return session, message_frames
+
+    async def _admin_request(self, client: Side) -> None:
+        """A plain HTTP request: relayed as bytes to the router's own HTTP app."""
+        if self.open_admin is None:
+            client.write(frames.http_error(404, "Not Found", "no HTTP endpoints here"))
+            client.close()
+            return
+        _, upstream = await self.open_admin()
+        upstream.write(client.buffer)
+        client.buffer.clear()
+        client.partner, upstream.partner = upstream, client
+        client.on_lost, upstream.on_lost = upstream.close, client.close
+        if client.lost:
+            upstream.close()
+
+    # --- live sessions and hand-off ------------------------------------------------------------
+
+    def _register(self, relay: Relay, worker: WorkerInfo) -> None:
+        self.live.setdefault(relay.session, set()).add(relay)
+        relay.on_end = self._unregister
+        self.metrics.connections_active.inc()
+        self.metrics.routed.labels(worker.name).inc()
+        owner = self.membership.owner(relay.session)
+        if owner is not None and owner.name != worker.name:
+            # The ring changed while this connection was being set up.
+            self._start_handoff(relay.session, worker.name, owner.name)
+
+    def _unregister(self, relay: Relay) -> None:
+        relays = self.live.get(relay.session)
+        if relays is not None and relay in relays:
+            relays.discard(relay)
+            self.metrics.connections_active.dec()
+            if not relays:
+                del self.live[relay.session]
+
+    def ring_changed(self, before: tuple[str, ...], after: tuple[str, ...]) -> None:
+        for session, relays in list(self.live.items()):
+            owner = self.membership.owner(session)
+            if owner is None:
+                continue  # nowhere to send them; their connections end with their worker
+            for old in {r.worker for r in relays if r.worker != owner.name}:
+                self._start_handoff(session, old, owner.name)
+
+    def _start_handoff(self, session: str, old: str, new: str) -> None:
+        if (session, old) in self._handoffs:
+            return
+        self._handoffs.add((session, old))
+        self._gates.setdefault(session, asyncio.Event())
+        self._spawn(self._handoff(session, old, new), f"handoff:{session}")
+
+    async def _handoff(self, session: str, old: str, new: str) -> None:
+        relays = [r for r in self.live.get(session, ()) if r.worker == old]
+        self.metrics.handoffs.inc()
+        started = time.monotonic()
+        outcome = "closed by router"
+        try:
+            info = self.membership.find(old)
+            token = self.settings.admin_token
+            if info is not None and info.state != "down" and token:
+                try:
+                    response = await self.http.post(
+                        f"http://{info.address}/admin/sessions/{quote(session)}/handoff",
+                        headers={"authorization": f"Bearer {token}"},
+                        timeout=self.settings.handoff_timeout_ms / 1000,
+                    )
+                    outcome = f"worker answered {response.status_code}"
+                except httpx.HTTPError as exc:
+                    outcome = f"worker unreachable ({type(exc).__name__})"
+            for relay in list(self.live.get(session, ())):
+                if relay.worker == old:
+                    relay.close(CLOSE_RESTART, f"session moved to worker {new}; reconnect")
+        finally:
+            self._handoffs.discard((session, old))
+            if not any(key[0] == session for key in self._handoffs):
+                gate = self._gates.pop(session, None)
+                if gate is not None:
+                    gate.set()
+            log.info(
+                "handoff",
+                session=session,
+                old=old,
+                new=new,
+                connections=len(relays),
+                outcome=outcome,
+                seconds=round(time.monotonic() - started, 3),
+            )

@@ -16,6 +16,9 @@ loop closes the same way whether or not a server echoes.
 
 `--select writers|readers` and `--shard i/n` split one shape's clients across processes (the
 runner puts writers and readers in different processes so that receiving never delays sending).
+`--route NAME=URL` (repeated) sends each y-websocket client straight to the worker that owns its
+room's session, placed as the router places it (`router.ring.owner` over the NAMEs), instead of
+to `--url`: the direct baseline of `python -m bench.router`.
 With `--coordinated`, the process prints `{"event": "connected", ...}`, waits for a line
 `{"start_ns": ..., "end_ns": ...}` on stdin, and prints `{"event": "done", ...}` at the end;
 without it, it starts one second after connecting and prints only the result.
@@ -39,6 +42,7 @@ from websockets.uri import parse_uri
 
 from bench.peer import Client, Counters
 from bench.wire import Codec, Framing, TextAppender, check_updates, marker
+from router.ring import owner
 
 NS = 1_000_000_000
 KEEPALIVE_S = 15  # y-websocket renews its awareness state this often
@@ -60,13 +64,24 @@ class Plan:
     grace: float = 2.0
     concurrency: int = 64
     deflate: bool = True
+    routes: tuple[tuple[str, str], ...] = ()  # (worker name, its URL): route rooms directly
 
     def document(self, room: int) -> str:
         return f"{self.prefix}-{room}/bench.txt"
 
+    def base_url(self, document: str) -> str:
+        """`url`, or with `routes` the URL of the worker that owns the document's session."""
+        if not self.routes:
+            return self.url
+        urls = dict(self.routes)
+        name = owner(document.partition("/")[0], urls)
+        assert name is not None
+        return urls[name]
+
     def url_for(self, document: str) -> str:
         """y-websocket appends the room to the URL; Hocuspocus names it in every message."""
-        return self.url if self.framing is Framing.HOCUSPOCUS else f"{self.url}/{document}"
+        base = self.base_url(document)
+        return base if self.framing is Framing.HOCUSPOCUS else f"{base}/{document}"
 
     def members(self) -> list[tuple[int, bool]]:
         """(room, is_writer) of the clients this process runs."""
@@ -98,16 +113,17 @@ class LoadGen:
         self.local: dict[bytes, Client] = {}
 
     async def connect_all(self) -> None:
-        host, port = _host_port(self.plan.url)
         gate = asyncio.Semaphore(self.plan.concurrency)
         loop = asyncio.get_running_loop()
 
         async def one(room: int, writer: bool) -> None:
             async with gate:
                 document = self.plan.document(room)
+                url = self.plan.url_for(document)
+                host, port = _host_port(url)
                 client = Client(
                     Codec(self.plan.framing, document),
-                    self.plan.url_for(document),
+                    url,
                     writer=writer,
                     counters=self.counters,
                     local=self.local,
@@ -211,6 +227,8 @@ class LoadGen:
             "failed": c.failed,
             "closed_early": c.closed_early,
             "deflated": c.deflated,
+            "messages_sent": c.messages_sent,
+            "messages_received": c.messages_received,
             "sent": c.sent,
             "skipped": c.skipped,
             "delivered_window": c.delivered_window,
@@ -260,6 +278,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[Plan, bool]:
     p.add_argument(
         "--url", required=True, help="yws: ws://H:P/yjs (room appended); hocuspocus: ws://H:P"
     )
+    p.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="yws only, repeated: connect each room to the URL of the worker NAME that owns its "
+        "session (router.ring placement) instead of --url",
+    )
     p.add_argument("--framing", choices=[f.value for f in Framing], default="yws")
     p.add_argument("--rooms", type=int, default=1)
     p.add_argument("--clients", type=int, default=2, help="clients per room")
@@ -277,6 +303,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Plan, bool]:
     p.add_argument("--coordinated", action="store_true", help="start on a line from stdin")
     a = p.parse_args(argv)
     index, count = (int(x) for x in a.shard.split("/"))
+    routes = tuple((name, url.rstrip("/")) for name, _, url in (r.partition("=") for r in a.route))
+    if routes and (a.framing != "yws" or not all(name and url for name, url in routes)):
+        p.error("--route takes NAME=URL and works with --framing yws only")
     plan = Plan(
         url=a.url.rstrip("/"),
         framing=Framing(a.framing),
@@ -292,6 +321,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Plan, bool]:
         grace=a.grace,
         concurrency=a.concurrency,
         deflate=not a.no_deflate,
+        routes=routes,
     )
     return plan, a.coordinated
 

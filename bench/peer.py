@@ -41,7 +41,14 @@ class Counters:
     failed: int = 0
     closed_early: int = 0
     deflated: int = 0  # connections on which the server accepted permessage-deflate
+    # WebSocket data messages (not control frames) sent / received by clients of this process
+    # with a send / receive time inside [start_ns, end_ns]: what a proxy relays in the window.
+    messages_sent: int = 0
+    messages_received: int = 0
     errors: list[str] = field(default_factory=list)
+
+    def in_window(self, now: int) -> bool:
+        return self.start_ns <= now <= self.end_ns
 
     def deliver(self, now: int, sent_ns: int) -> None:
         if now < self.start_ns:
@@ -135,6 +142,8 @@ class Client(asyncio.Protocol):
         if self.ws.state is State.OPEN:
             self.ws.send_binary(message)
             self._flush()
+            if self.counters.in_window(time.monotonic_ns()):
+                self.counters.messages_sent += 1
 
     def _opened(self, now: int) -> None:
         if self.ws.state is not State.OPEN:
@@ -157,6 +166,8 @@ class Client(asyncio.Protocol):
                 data, self._fragments = b"".join(self._fragments), []
             else:
                 data = bytes(frame.data)
+            if self.counters.in_window(now):
+                self.counters.messages_received += 1
             self._message(data, now)
 
     def _message(self, message: bytes, now: int) -> None:

@@ -18,6 +18,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,8 @@ from typing import Any
 from bench import procstat
 from bench.report import render, versions
 from bench.stats import Histogram
-from bench.target import DEFAULT_SERVERS, ROOT, SERVERS, Running, ServerSpec, StartError, running
+from bench.target import DEFAULT_SERVERS, ROOT, SERVERS, ServerSpec, StartError, running
+from bench.wire import Framing
 
 NS = 1_000_000_000
 GRACE_S = 2.0
@@ -78,11 +80,17 @@ async def _event(process: asyncio.subprocess.Process, name: str, limit_s: float)
 
 
 async def _loadgen(
-    server: Running, shape: Shape, extra: list[str], duration: float, prefix: str, window: int
+    url: str,
+    framing: Framing,
+    shape: Shape,
+    extra: list[str],
+    duration: float,
+    prefix: str,
+    window: int,
 ) -> asyncio.subprocess.Process:
     args = [
         sys.executable, "-m", "bench.loadgen", "--coordinated",
-        "--url", server.url, "--framing", server.spec.framing.value,
+        "--url", url, "--framing", framing.value,
         "--rooms", str(shape.rooms), "--clients", str(shape.clients),
         "--writers", str(shape.writers), "--rate", "max" if shape.rate is None else str(shape.rate),
         "--duration", str(duration), "--grace", str(GRACE_S), "--prefix", prefix,
@@ -95,6 +103,67 @@ async def _loadgen(
     )
 
 
+@dataclass
+class Window:
+    """What one measured window produced."""
+
+    results: list[dict[str, Any]]  # each load generator's "done" event
+    cpu_s: dict[str, float]  # CPU seconds over exactly the window, per watched process tree
+    rss: dict[str, int]  # RSS at the window's end, per watched process tree
+    loadgen_cpu_pct: list[int]  # per load-generator process, 100 = one core
+
+
+async def drive(
+    url: str,
+    framing: Framing,
+    shape: Shape,
+    duration: float,
+    window: int,
+    prefix: str,
+    watch: dict[str, int],
+    extra: tuple[str, ...] = (),
+    connected: Callable[[], Awaitable[None]] | None = None,
+) -> Window:
+    """Connects the shape's load generators to `url`, runs one coordinated window and samples
+    the process trees in `watch` (label: pid) from /proc at its start and end. `extra` goes to
+    every load generator; `connected` runs once every client is connected, before the window."""
+    procs = [
+        await _loadgen(url, framing, shape, [*x, *extra], duration, prefix, window)
+        for x in shape.processes()
+    ]
+    try:
+        for p in procs:
+            await _event(p, "connected", limit_s=180)
+        if connected is not None:
+            await connected()
+        await asyncio.sleep(2.0 if shape.idle else 1.0)
+        start_ns = time.monotonic_ns() + NS // 3
+        end_ns = start_ns + int(duration * NS)
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write(json.dumps({"start_ns": start_ns, "end_ns": end_ns}).encode() + b"\n")
+            await p.stdin.drain()
+        say(f"    connected; measuring {duration:g} s")
+        await asyncio.sleep((start_ns - time.monotonic_ns()) / NS)
+        s0 = {k: procstat.sample(pid) for k, pid in watch.items()}
+        g0 = [procstat.cpu_seconds(p.pid) for p in procs]
+        await asyncio.sleep((end_ns - time.monotonic_ns()) / NS)
+        s1 = {k: procstat.sample(pid) for k, pid in watch.items()}
+        g1 = [procstat.cpu_seconds(p.pid) for p in procs]
+        results = [await _event(p, "done", limit_s=GRACE_S + 60) for p in procs]
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+            await p.wait()
+    return Window(
+        results=results,
+        cpu_s={k: s1[k].cpu - s0[k].cpu for k in watch},
+        rss={k: s1[k].rss for k in watch},
+        loadgen_cpu_pct=[round(100 * (b - a) / duration) for a, b in zip(g0, g1, strict=True)],
+    )
+
+
 async def measure(
     key: str, spec: ServerSpec, shape: Shape, duration: float, window: int
 ) -> dict[str, Any]:
@@ -103,43 +172,22 @@ async def measure(
     async with running(spec) as server:
         await asyncio.sleep(0.5)
         before = procstat.sample(server.pid)
-        procs = [
-            await _loadgen(server, shape, x, duration, prefix, window) for x in shape.processes()
-        ]
-        try:
-            for p in procs:
-                await _event(p, "connected", limit_s=180)
-            await asyncio.sleep(2.0 if shape.idle else 1.0)
-            start_ns = time.monotonic_ns() + NS // 3
-            end_ns = start_ns + int(duration * NS)
-            for p in procs:
-                assert p.stdin is not None
-                p.stdin.write(json.dumps({"start_ns": start_ns, "end_ns": end_ns}).encode() + b"\n")
-                await p.stdin.drain()
-            say(f"    connected; measuring {duration:g} s")
-            await asyncio.sleep((start_ns - time.monotonic_ns()) / NS)
-            s0, g0 = procstat.sample(server.pid), [procstat.cpu_seconds(p.pid) for p in procs]
-            await asyncio.sleep((end_ns - time.monotonic_ns()) / NS)
-            s1, g1 = procstat.sample(server.pid), [procstat.cpu_seconds(p.pid) for p in procs]
-            results = [await _event(p, "done", limit_s=GRACE_S + 60) for p in procs]
-        finally:
-            for p in procs:
-                if p.returncode is None:
-                    p.kill()
-                await p.wait()
-    row.update(_aggregate(shape, duration, results))
-    cpu = s1.cpu - s0.cpu
+        measured = await drive(
+            server.url, spec.framing, shape, duration, window, prefix, {"server": server.pid}
+        )
+    row.update(_aggregate(shape, duration, measured.results))
+    cpu, rss = measured.cpu_s["server"], measured.rss["server"]
     delivered = row["delivered"]
     row.update(
         server_cpu_s=cpu,
         server_cpu_pct=100 * cpu / duration,
         cpu_s_per_1k=1000 * cpu / delivered if delivered else None,
         rss_before_mb=before.rss / 2**20,
-        rss_mb=s1.rss / 2**20,
-        rss_per_conn_kb=(s1.rss - before.rss) / row["connections"] / 1024
+        rss_mb=rss / 2**20,
+        rss_per_conn_kb=(rss - before.rss) / row["connections"] / 1024
         if row["connections"]
         else None,
-        loadgen_cpu_pct=[round(100 * (b - a) / duration) for a, b in zip(g0, g1, strict=True)],
+        loadgen_cpu_pct=measured.loadgen_cpu_pct,
     )
     return row
 
@@ -147,6 +195,7 @@ async def measure(
 def _aggregate(shape: Shape, duration: float, results: list[dict[str, Any]]) -> dict[str, Any]:
     hist = {k: Histogram() for k in ("latency_us", "open_us", "synced_us")}
     totals = {k: 0 for k in ("connected", "failed", "closed_early", "deflated", "sent", "skipped")}
+    messages = {"messages_sent": 0, "messages_received": 0}
     delivered_window = delivered_total = 0
     echo: list[bool] = []
     errors: list[str] = []
@@ -155,6 +204,8 @@ def _aggregate(shape: Shape, duration: float, results: list[dict[str, Any]]) -> 
             h.merge(Histogram.from_json(r[k]))
         for k in totals:
             totals[k] += r[k]
+        for k in messages:
+            messages[k] += r.get(k, 0)
         delivered_window += r["delivered_window"]
         delivered_total += r["delivered_total"]
         if r["echo"] is not None:
@@ -184,6 +235,7 @@ def _aggregate(shape: Shape, duration: float, results: list[dict[str, Any]]) -> 
         "open_p50_ms": ms(hist["open_us"], 50),
         "open_p99_ms": ms(hist["open_us"], 99),
         "echo": all(echo) if echo else None,
+        **messages,
         "errors": errors[:5],
     }
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from router.settings import RouterSettings
 from worker.settings import ConfigError, Settings
+
+from .up import Up
 
 app = typer.Typer(
     name="collab",
@@ -46,6 +50,60 @@ def worker(
     # The long-running server replaces this process: it need not carry the CLI's imports
     # (typer, click, rich: about 15 MB of a worker's baseline memory).
     os.execvpe(sys.executable, [sys.executable, "-m", "worker"], env)
+
+
+@app.command()
+def router(
+    port: Annotated[int | None, typer.Option(help="Listen port (env PORT, default 8080).")] = None,
+    workers: Annotated[
+        str | None, typer.Option(help="Static workers, host:port,... (env WORKERS).")
+    ] = None,
+    workers_dns: Annotated[
+        str | None,
+        typer.Option(help="DNS name listing the workers, re-resolved (env WORKERS_DNS)."),
+    ] = None,
+    workers_port: Annotated[
+        int | None, typer.Option(help="Workers' port for --workers-dns (env WORKERS_PORT).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Listen address.")] = "0.0.0.0",
+) -> None:
+    """Serve one router: pins each session to one worker and relays its connections."""
+    env = dict(os.environ)
+    for name, value in (
+        ("PORT", port),
+        ("WORKERS", workers),
+        ("WORKERS_DNS", workers_dns),
+        ("WORKERS_PORT", workers_port),
+    ):
+        if value is not None:
+            env[name] = str(value)
+    env["COLLAB_HOST"] = host
+    try:
+        RouterSettings.from_env(env)
+    except ConfigError as exc:
+        typer.echo(f"collab router: {exc}", err=True)
+        raise typer.Exit(2) from None
+    os.execvpe(sys.executable, [sys.executable, "-m", "router"], env)
+
+
+@app.command()
+def up(
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 2,
+    port: Annotated[
+        int, typer.Option(min=1, max=65000, help="Router port; workers take the next ones.")
+    ] = 8080,
+    data_dir: Annotated[
+        Path, typer.Option(help="Storage, git work trees and logs (unless MINIO_ENDPOINT).")
+    ] = Path(".collab"),
+    host: Annotated[str, typer.Option(help="The router's listen address.")] = "127.0.0.1",
+) -> None:
+    """The whole system on this machine: N workers and a router; Ctrl-C drains and stops all."""
+    try:
+        Settings.from_env({**os.environ, "PORT": str(port + 1)})
+    except ConfigError as exc:
+        typer.echo(f"collab up: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(Up(workers, port, host, data_dir).run())
 
 
 if __name__ == "__main__":

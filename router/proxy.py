@@ -114,6 +114,13 @@ class Proxy:
             if not head.is_websocket_upgrade:
                 await self._admin_request(client)
                 return
+            try:
+                frames.check_client_handshake(head)
+            except HandshakeError as exc:
+                self.metrics.client_errors.labels("bad_handshake").inc()
+                client.write(frames.http_error(400, "Bad Request", str(exc)))
+                client.close()
+                return
             path = head.path
             if path.startswith("/yjs/"):
                 await self._route_yjs(client, head, unquote(path[5:]).partition("/")[0])
@@ -151,13 +158,7 @@ class Proxy:
 
     def _refuse_handshake(self, client: Side, head: Head, refused: Refused) -> None:
         """Completes the client's handshake only to close it with a code and a reason."""
-        try:
-            key = frames.check_client_handshake(head)
-        except HandshakeError as exc:
-            self.metrics.client_errors.labels("bad_handshake").inc()
-            client.write(frames.http_error(400, "Bad Request", str(exc)))
-            client.close()
-            return
+        key = frames.check_client_handshake(head)  # checked before routing
         client.write(frames.switching_protocols(key))
         client.write(frames.close_frame(refused.code, refused.reason))
         client.close()
@@ -239,13 +240,7 @@ class Proxy:
         # Anything else (a worker's HTTP error) is relayed as it is and ends on its own.
 
     async def _route_json(self, client: Side, head: Head) -> None:
-        try:
-            key = frames.check_client_handshake(head)
-        except HandshakeError as exc:
-            self.metrics.client_errors.labels("bad_handshake").inc()
-            client.write(frames.http_error(400, "Bad Request", str(exc)))
-            client.close()
-            return
+        key = frames.check_client_handshake(head)  # checked before routing
         client.write(frames.switching_protocols(key))
         del client.buffer[: head.size]
         try:

@@ -1,0 +1,501 @@
+"""Our router against nginx: the same y-websocket load direct, through the router, through nginx.
+
+    python -m bench.router                              # fanout + rooms, 10 s per pair
+    python -m bench.router --shapes rooms --targets direct,router --duration 30 --rounds 3
+
+Every (shape, target) pair runs on freshly started processes, all on 127.0.0.1: two workers
+(`python -m worker`, WORKER_ID w-0 and w-1) and, for the proxied targets, one proxy in front of
+them:
+
+- `direct`: no proxy; each client connects straight to the worker that owns its room's session,
+  placed as the router places it (`router.ring.owner`, the load generator's `--route`). The same
+  rooms land on the same workers as through the router, so (router - direct) is the router's
+  own latency.
+- `router`: `python -m router` with WORKERS=<both workers>.
+- `nginx`: nginx 1 worker process, `hash $request_uri consistent` over both workers, WebSocket
+  proxying (bench/nginx.py; the Debian package, installed by hand for the benchmark only).
+
+Measured per pair, over exactly one window (bench/run.py's `drive`): delivered updates/s and
+fan-out latency from the load generators; CPU seconds of the proxy's process tree (nginx: master
+and worker) and of each worker from /proc. *Relayed messages* are the WebSocket data messages
+the load generators sent plus those they received inside the window: each passes the proxy once.
+*Added* latency is (percentile through the proxy) - (the same percentile direct), same round.
+With `--rounds N` every pair runs N times (interleaved) and the summary takes medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.uri import parse_uri
+
+from bench import nginx, procstat
+from bench.report import _f, _pair, versions
+from bench.run import SHAPES, Shape, _aggregate, drive, say
+from bench.target import ROOT, Running, ServerSpec, StartError, running
+from bench.wire import Framing
+from router.ring import owner
+
+TARGETS = ("direct", "router", "nginx")
+TITLES = {"direct": "direct to the worker", "router": "collab router", "nginx": "nginx"}
+DEFAULT_SHAPES = ("fanout", "rooms")
+WORKERS = ("w-0", "w-1")
+ADMIN_TOKEN = "bench-router"
+IDLE_S = 1.0
+
+# What the report holds the router to, against nginx on the same load.
+TARGET_ADDED_P99 = 1.5  # router added p99 <= 1.5 x nginx added p99
+TARGET_CPU_PER_MESSAGE = 3.0  # router CPU per relayed message <= 3 x nginx's
+
+
+def worker_spec(name: str) -> ServerSpec:
+    return ServerSpec(
+        name=f"collab worker {name}",
+        cmd="{python} -m worker",
+        url="ws://127.0.0.1:{port}/yjs",
+        framing=Framing.YWS,
+        env={
+            "PORT": "{port}",
+            "WORKER_ID": name,
+            "COLLAB_HOST": "127.0.0.1",
+            "STORAGE_DIR": "{tmpdir}/storage",
+            "WORKSPACE_DIR": "{tmpdir}/ws",
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "LOG_FORMAT": "json",
+        },
+        ready="http://127.0.0.1:{port}/readyz",
+    )
+
+
+def proxy_spec(target: str, upstreams: str) -> ServerSpec:
+    """The router or nginx in front of `upstreams` (host:port,host:port)."""
+    if target == "router":
+        return ServerSpec(
+            name=TITLES[target],
+            cmd="{python} -m router",
+            url="ws://127.0.0.1:{port}/yjs",
+            framing=Framing.YWS,
+            env={
+                "PORT": "{port}",
+                "WORKERS": upstreams,
+                "COLLAB_HOST": "127.0.0.1",
+                "ADMIN_TOKEN": ADMIN_TOKEN,
+                "LOG_FORMAT": "json",
+                "ROUTER_ID": "bench-router",
+            },
+            ready="http://127.0.0.1:{port}/readyz",
+        )
+    if target == "nginx":
+        return ServerSpec(
+            name=TITLES[target],
+            cmd="{python} -m bench.nginx --port {port} --dir {tmpdir}/nginx --upstreams "
+            + upstreams,
+            url="ws://127.0.0.1:{port}/yjs",
+            framing=Framing.YWS,
+        )
+    raise ValueError(f"no proxy for target {target!r}")
+
+
+def port_of(server: Running) -> int:
+    return parse_uri(server.url).port
+
+
+# --- arithmetic (pure; tests/test_bench_router.py) ---------------------------------------------
+
+
+def relayed_messages(row: dict[str, Any]) -> int:
+    """WebSocket data messages through the proxy in the window: every message a client sent
+    (client -> proxy -> worker) plus every message a client received (worker -> proxy -> client);
+    each crosses the proxy exactly once."""
+    return int(row["messages_sent"]) + int(row["messages_received"])
+
+
+def cpu_per_1k(cpu_s: float, messages: int) -> float | None:
+    """CPU seconds per 1,000 messages."""
+    return 1000 * cpu_s / messages if messages else None
+
+
+def added(proxied: float | None, direct: float | None) -> float | None:
+    """Latency the proxy adds at one percentile: proxied minus direct, same rooms and load."""
+    return None if proxied is None or direct is None else proxied - direct
+
+
+def ratio(router: float | None, reference: float | None) -> float | None:
+    """router / reference, when both are positive (an added latency at or below zero is noise
+    around nothing and has no meaningful ratio)."""
+    if router is None or reference is None or reference <= 0 or router < 0:
+        return None
+    return router / reference
+
+
+def placement(prefix: str, rooms: int, workers: Iterable[str] = WORKERS) -> dict[str, int]:
+    """Rooms per worker under the router's rendezvous placement."""
+    names = tuple(workers)
+    counts = dict.fromkeys(names, 0)
+    for room in range(rooms):
+        name = owner(f"{prefix}-{room}", names)
+        assert name is not None
+        counts[name] += 1
+    return counts
+
+
+def median(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+# --- one pair --------------------------------------------------------------------------------
+
+
+async def _admin_get(http: httpx.AsyncClient, url: str) -> dict[str, Any]:
+    response = await http.get(url, headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _router_ring(http: httpx.AsyncClient, port: int, limit_s: float = 10) -> None:
+    """Until both workers are on the router's ring (its placement is then the one we mirror)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        body = await _admin_get(http, f"http://127.0.0.1:{port}/admin/workers")
+        on = sorted(w["id"] for w in body["workers"] if w.get("onRing"))
+        if on == sorted(WORKERS):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"router ring has {on}, expected {sorted(WORKERS)}")
+        await asyncio.sleep(0.2)
+
+
+async def _live(http: httpx.AsyncClient, ports: dict[str, int], prefix: str) -> dict[str, Any]:
+    """Sessions and clients of this pair on each worker, from its admin API."""
+    rooms, clients = {}, {}
+    for name, port in ports.items():
+        body = await _admin_get(http, f"http://127.0.0.1:{port}/admin/sessions")
+        mine = [s for s in body["sessions"] if str(s["sessionId"]).startswith(f"{prefix}-")]
+        rooms[name] = len(mine)
+        clients[name] = sum(int(s["clients"]) for s in mine)
+    return {"rooms": rooms, "clients": clients}
+
+
+async def measure(
+    shape: Shape, target: str, duration: float, window: int, round_: int
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "shape": shape.key,
+        "target": target,
+        "name": TITLES[target],
+        "round": round_,
+    }
+    prefix = f"r{int(time.time()) % 100000}-{shape.key}-{target}"
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=5, trust_env=False))
+        workers = [await stack.enter_async_context(running(worker_spec(n))) for n in WORKERS]
+        ports = {name: port_of(w) for name, w in zip(WORKERS, workers, strict=True)}
+        watch = {name: w.pid for name, w in zip(WORKERS, workers, strict=True)}
+        upstreams = ",".join(f"127.0.0.1:{p}" for p in ports.values())
+        extra: tuple[str, ...] = ()
+        if target == "direct":
+            url = workers[0].url
+            for name, w in zip(WORKERS, workers, strict=True):
+                extra += ("--route", f"{name}={w.url}")
+        else:
+            proxy = await stack.enter_async_context(running(proxy_spec(target, upstreams)))
+            if target == "router":
+                await _router_ring(http, port_of(proxy))
+            url = proxy.url
+            watch["proxy"] = proxy.pid
+        await asyncio.sleep(0.5)
+        idle0 = procstat.sample(watch["proxy"]).cpu if "proxy" in watch else 0.0
+        await asyncio.sleep(IDLE_S)
+        idle1 = procstat.sample(watch["proxy"]).cpu if "proxy" in watch else 0.0
+        live: dict[str, Any] = {}
+
+        async def connected() -> None:
+            live.update(await _live(http, ports, prefix))
+
+        measured = await drive(
+            url, Framing.YWS, shape, duration, window, prefix, watch, extra, connected
+        )
+    row.update(_aggregate(shape, duration, measured.results))
+    relayed = relayed_messages(row)
+    workers_cpu = {name: measured.cpu_s[name] for name in WORKERS}
+    row.update(
+        placement=live.get("rooms"),
+        placement_clients=live.get("clients"),
+        expected_placement=placement(prefix, shape.rooms) if target != "nginx" else None,
+        relayed=relayed,
+        relayed_per_s=relayed / duration,
+        worker_cpu_s=workers_cpu,
+        worker_cpu_pct=100 * sum(workers_cpu.values()) / duration,
+        worker_cpu_s_per_1k_delivered=cpu_per_1k(sum(workers_cpu.values()), row["delivered"]),
+        loadgen_cpu_pct=measured.loadgen_cpu_pct,
+    )
+    if "proxy" in watch:
+        cpu = measured.cpu_s["proxy"]
+        row.update(
+            proxy_cpu_s=cpu,
+            proxy_cpu_pct=100 * cpu / duration,
+            proxy_cpu_s_per_1k=cpu_per_1k(cpu, relayed),
+            proxy_idle_cpu_pct=100 * (idle1 - idle0) / IDLE_S,
+            proxy_rss_mb=measured.rss["proxy"] / 2**20,
+        )
+    if row["expected_placement"] is not None and row["placement"] != row["expected_placement"]:
+        row["errors"] = [
+            *row["errors"],
+            f"rooms per worker {row['placement']} != ring placement {row['expected_placement']}",
+        ]
+    return row
+
+
+async def run(
+    shapes: list[Shape], targets: list[str], duration: float, window: int, rounds: int
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    total, done = rounds * len(shapes) * len(targets), 0
+    for round_ in range(rounds):
+        for shape in shapes:
+            for target in targets:
+                done += 1
+                say(f"[{done}/{total}] {shape.title} x {TITLES[target]} (round {round_ + 1})")
+                try:
+                    row = await measure(shape, target, duration, window, round_)
+                except (StartError, RuntimeError, TimeoutError, httpx.HTTPError) as exc:
+                    say(f"    FAILED: {exc}")
+                    rows.append(
+                        {
+                            "shape": shape.key,
+                            "target": target,
+                            "name": TITLES[target],
+                            "round": round_,
+                            "error": str(exc),
+                        }
+                    )
+                    continue
+                say(
+                    f"    {row['delivered_per_s']:.0f} delivered/s,"
+                    f" p50 {row['latency_p50_ms'] or 0:.2f}"
+                    f" p99 {row['latency_p99_ms'] or 0:.2f} ms,"
+                    f" {row['relayed_per_s']:.0f} msg/s, proxy CPU"
+                    f" {row.get('proxy_cpu_pct', 0):.0f}%, workers {row['worker_cpu_pct']:.0f}%,"
+                    f" loadgen {row['loadgen_cpu_pct']}%, rooms {row['placement']}"
+                )
+                rows.append(row)
+    _add_deltas(rows)
+    return rows
+
+
+def _add_deltas(rows: list[dict[str, Any]]) -> None:
+    """Added latency of each proxied row against the direct row of its shape and round."""
+    direct = {
+        (r["shape"], r["round"]): r for r in rows if r["target"] == "direct" and "error" not in r
+    }
+    for r in rows:
+        base = direct.get((r["shape"], r["round"]))
+        if r["target"] == "direct" or "error" in r or base is None:
+            continue
+        for p in ("p50", "p99"):
+            r[f"added_{p}_ms"] = added(r[f"latency_{p}_ms"], base[f"latency_{p}_ms"])
+
+
+SUMMARY_KEYS = (
+    "delivered_per_s",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "added_p50_ms",
+    "added_p99_ms",
+    "relayed_per_s",
+    "proxy_cpu_pct",
+    "proxy_cpu_s_per_1k",
+    "proxy_idle_cpu_pct",
+    "worker_cpu_pct",
+    "delivery_ratio",
+)
+
+
+def summarize(
+    rows: list[dict[str, Any]], shapes: list[Shape], targets: list[str]
+) -> dict[str, Any]:
+    """Per shape: the median of each figure over rounds, per target, and the router/nginx
+    ratios with the verdict against the targets."""
+    out: dict[str, Any] = {}
+    for shape in shapes:
+        per: dict[str, Any] = {}
+        for target in targets:
+            mine = [
+                r
+                for r in rows
+                if r["shape"] == shape.key and r["target"] == target and "error" not in r
+            ]
+            if not mine:
+                continue
+            per[target] = {k: median(r.get(k) for r in mine) for k in SUMMARY_KEYS}
+            per[target]["rounds"] = len(mine)
+        router, ref = per.get("router", {}), per.get("nginx", {})
+        p99 = ratio(router.get("added_p99_ms"), ref.get("added_p99_ms"))
+        cpu = ratio(router.get("proxy_cpu_s_per_1k"), ref.get("proxy_cpu_s_per_1k"))
+        out[shape.key] = {
+            "targets": per,
+            "router_vs_nginx": {
+                "added_p99": p99,
+                "cpu_per_message": cpu,
+                "added_p99_met": None if p99 is None else p99 <= TARGET_ADDED_P99,
+                "cpu_per_message_met": None if cpu is None else cpu <= TARGET_CPU_PER_MESSAGE,
+            },
+        }
+    return out
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _verdict(value: float | None, limit: float) -> str:
+    if value is None:
+        return "n/a"
+    return f"met (<= {limit:g}x)" if value <= limit else f"missed by {value / limit:.2f}x"
+
+
+def render(meta: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    out = [
+        f"# Router benchmark {meta['started'][:19]}Z",
+        "",
+        f"`{meta['command']}`",
+        "",
+        f"{meta['cpu']}; Python {meta['python']}, uvicorn {meta['uvicorn']}, websockets "
+        f"{meta['websockets']}, uvloop {meta['uvloop']}, nginx {meta['nginx']}. Repository at "
+        f"{meta['commit']}{' + uncommitted router/ changes' if meta['router_dirty'] else ''}. "
+        f"{meta['duration_s']:g} s measured per pair, {meta['rounds']} round(s), each pair on "
+        "freshly started processes, all on 127.0.0.1.",
+        "",
+        "- Two workers (`python -m worker`, w-0 and w-1, persistence on) behind each proxy. "
+        "*direct*: each client connects to the worker that owns its room under the router's "
+        "placement (`router.ring.owner`); *router*: `python -m router`; *nginx*: 1 worker "
+        "process, `hash $request_uri consistent` (bench/nginx.py). *rooms w-0/w-1*: rooms live "
+        "on each worker, read from the workers' admin API once all clients were connected.",
+        "- *Added* p50 / p99: the target's fan-out percentile minus the direct one of the same "
+        "shape and round.",
+        "- *Relayed msg/s*: WebSocket data messages the load generators sent plus those they "
+        "received inside the window (each crosses the proxy once). *Proxy CPU per 1k msgs*: the "
+        "proxy's CPU seconds over the window (router process; nginx master + worker) per 1,000 "
+        "of them. *idle*: proxy CPU before any client connected (router: its health checks).",
+        "- *Worker CPU*: both workers together, for context (100% = one core).",
+    ]
+    by_shape = {s: [r for r in rows if r["shape"] == s] for s in summary}
+    for key, s in summary.items():
+        out += ["", f"## {SHAPES[key].title}", ""]
+        head = (
+            "| target | round | rooms w-0/w-1 | delivered upd/s | fan-out p50 / p99 ms "
+            "| added p50 / p99 ms | relayed msg/s | proxy CPU (idle) | proxy CPU s per 1k msgs "
+            "| worker CPU | delivered / expected | loadgen CPU % |"
+        )
+        out += [head, "|" + "---|" * (head.count("|") - 1)]
+        for r in by_shape[key]:
+            if "error" in r:
+                error = r["error"].splitlines()[0]
+                out.append(f"| {r['name']} | {r['round'] + 1} | failed: {error} |")
+                continue
+            rooms = "/".join(str(v) for v in (r["placement"] or {}).values()) or "-"
+            proxy = (
+                f"{_f(r['proxy_cpu_pct'], 0)}% ({_f(r['proxy_idle_cpu_pct'], 1)}%)"
+                if "proxy_cpu_pct" in r
+                else "-"
+            )
+            out.append(
+                f"| {r['name']} | {r['round'] + 1} | {rooms} | {_f(r['delivered_per_s'], 0)} "
+                f"| {_pair(r['latency_p50_ms'], r['latency_p99_ms'], 2)} "
+                f"| {_pair(r.get('added_p50_ms'), r.get('added_p99_ms'), 2)} "
+                f"| {_f(r['relayed_per_s'], 0)} | {proxy} | {_f(r.get('proxy_cpu_s_per_1k'), 4)} "
+                f"| {_f(r['worker_cpu_pct'], 0)}% | {_f(r['delivery_ratio'], 3)} "
+                f"| {' + '.join(str(x) for x in r['loadgen_cpu_pct'])} |"
+            )
+            for error in r.get("errors", []):
+                out.append(f"|  |  | error: {error} |")
+        v = s["router_vs_nginx"]
+        out += [
+            "",
+            f"Router / nginx{' (medians over rounds)' if meta['rounds'] > 1 else ''}: added p99 "
+            f"**{_x(v['added_p99'])}** (target <= {TARGET_ADDED_P99:g}x: "
+            f"{_verdict(v['added_p99'], TARGET_ADDED_P99)}), CPU per relayed message "
+            f"**{_x(v['cpu_per_message'])}** (target <= {TARGET_CPU_PER_MESSAGE:g}x: "
+            f"{_verdict(v['cpu_per_message'], TARGET_CPU_PER_MESSAGE)}).",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return ""
+    return done.stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shapes", default=",".join(DEFAULT_SHAPES), help=f"of {', '.join(SHAPES)}")
+    p.add_argument("--targets", default=",".join(TARGETS), help=f"of {', '.join(TARGETS)}")
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per pair")
+    p.add_argument("--rounds", type=int, default=1, help="times to run every pair (medians)")
+    p.add_argument("--window", type=int, default=8, help="in-flight updates per max-rate writer")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    a = p.parse_args(argv)
+    shapes = [SHAPES[k] for k in a.shapes.split(",") if k]
+    targets = [t for t in a.targets.split(",") if t]
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or a.rounds < 1 or any(s.idle for s in shapes):
+        p.error(f"targets are {', '.join(TARGETS)}; rounds >= 1; shapes with writers only")
+    if "nginx" in targets and nginx.version() == "-":
+        p.error("nginx is not installed: apt-get install -y nginx (for the benchmark only)")
+
+    started = datetime.now(UTC)
+    rows = asyncio.run(run(shapes, targets, a.duration, a.window, a.rounds))
+    summary = summarize(rows, shapes, targets)
+    meta = {
+        "started": started.isoformat(),
+        "command": "python -m bench.router " + " ".join(sys.argv[1:] if argv is None else argv),
+        "duration_s": a.duration,
+        "rounds": a.rounds,
+        "window": a.window,
+        **versions(),
+        "uvloop": _version("uvloop"),
+        "nginx": nginx.version(),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "router_dirty": bool(_git("status", "--porcelain", "--", "router")),
+    }
+    markdown = render(meta, rows, summary)
+    a.out.mkdir(parents=True, exist_ok=True)
+    stem = a.out / started.strftime("%Y%m%d-%H%M%S")
+    stem.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "summary": summary}, indent=2)
+    )
+    stem.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    say(f"wrote {stem}.md and {stem}.json")
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Through a router to three workers: placement, both protocols, and the router's own answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+import websockets
+
+from router.server import run_router
+from router.settings import RouterSettings
+from tests.pool import TOKEN, pool
+from tests.s3server import free_port
+from tests.support import JsonClient, YjsClient
+
+
+async def join_owner(url: str, session: str) -> str:
+    async with JsonClient.connect(url) as c:
+        joined = await c.join(session, "u")
+        assert joined["sessionId"] == session
+        owner: str = joined["containerId"]
+        return owner
+
+
+class TestPlacement:
+    async def test_sessions_spread_over_all_workers_and_stay_put(self, tmp_path: Path) -> None:
+        async with pool(tmp_path, 3) as p:
+            sessions = [f"spread-{i}" for i in range(30)]
+            first = {s: await join_owner(p.url, s) for s in sessions}
+            assert set(first.values()) == {"w-0", "w-1", "w-2"}
+            assert all(first[s] == p.owner(s) for s in sessions)
+            again = {s: await join_owner(p.url, s) for s in sessions[:10]}
+            assert again == {s: first[s] for s in sessions[:10]}
+            assert p.metric("collab_router_routed_total", worker="w-0") > 0
+
+    async def test_two_routers_with_the_same_workers_agree_without_talking(
+        self, tmp_path: Path
+    ) -> None:
+        async with pool(tmp_path, 3) as p:
+            second = RouterSettings(
+                host="127.0.0.1",
+                port=free_port(),
+                workers=tuple(p.addresses),
+                admin_token=TOKEN,
+                health_interval_ms=200,
+            )
+            async with anyio.create_task_group() as tg:
+                other = await tg.start(run_router, second)
+                other_url = f"ws://127.0.0.1:{other.port}"
+                for i in range(12):
+                    session = f"agree-{i}"
+                    assert await join_owner(p.url, session) == await join_owner(
+                        other_url, session
+                    )
+                tg.cancel_scope.cancel()
+
+    async def test_both_protocols_reach_the_same_session_on_its_owner(
+        self, tmp_path: Path
+    ) -> None:
+        async with pool(tmp_path, 3) as p:
+            async with (
+                YjsClient.connect(p.url, "both/a.txt") as y,
+                JsonClient.connect(p.url, "/ws") as j,
+            ):
+                await asyncio.wait_for(y.synced.wait(), 5)
+                await y.insert(0, "from yjs ")
+                joined = await j.join("both", "json-user")
+                assert joined["containerId"] == p.owner("both")
+                await asyncio.sleep(0.2)
+                assert await j.get_file("a.txt") == "from yjs "
+                await j.file_op(type="update", path="a.txt", content="from yjs and json")
+                await y.wait_text("from yjs and json")
+            live = await p.admin("GET", "/admin/sessions/both")
+            assert live["owner"] == p.owner("both")
+
+
+class TestBeforeTheJoin:
+    async def test_messages_before_a_join_get_the_workers_answers(self, tmp_path: Path) -> None:
+        async with pool(tmp_path, 2) as p, JsonClient.connect(p.url) as c:
+            assert (await c.request({"type": "ping"}, "pong"))["type"] == "pong"
+            await c.send("{not json")
+            assert (await c.recv("error"))["error"] == "Invalid message format"
+            await c.send({"type": "getFiles"})
+            assert (await c.recv("error"))["error"] == "Not joined to a session"
+            await c.send({"type": "join", "userId": "u"})
+            assert (await c.recv("error"))["error"] == "Missing sessionId or userId"
+            await c.send({"type": "join", "sessionId": "../etc", "userId": "u"})
+            assert (await c.recv("error"))["error"] == "Invalid sessionId"
+            await c.send({"type": "bogus"})
+            assert (await c.recv("error"))["error"] == "Unknown message type"
+            # ...and the connection still joins afterwards, on the right worker.
+            joined = await c.join("after-errors", "u")
+            assert joined["containerId"] == p.owner("after-errors")
+
+    async def test_a_join_split_over_fragments_reaches_the_worker(self, tmp_path: Path) -> None:
+        async with pool(tmp_path, 2) as p:
+            async with websockets.connect(p.url + "/") as ws:
+                message = json.dumps({"type": "join", "sessionId": "frag", "userId": "u"})
+                await ws.send(iter([message[:10], message[10:30], message[30:]]))
+                joined = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert joined["type"] == "joined" and joined["containerId"] == p.owner("frag")
+
+    async def test_an_oversize_first_message_is_refused_with_1009(self, tmp_path: Path) -> None:
+        async with pool(tmp_path, 1, max_message_bytes=4096) as p:
+            async with websockets.connect(p.url + "/", max_size=None) as ws:
+                await ws.send("x" * 10_000)
+                error = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert "4096-byte limit" in error["reason"]
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 5)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+class TestRouterEdges:
+    async def test_bad_clients_get_clear_answers_and_the_router_keeps_serving(
+        self, tmp_path: Path
+    ) -> None:
+        async with pool(tmp_path, 1) as p:
+            for raw in (
+                b"\x16\x03\x01 not http at all\r\n\r\n",
+                b"GET /yjs/s HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                b"GET / HTTP/1.1\r\nbroken header\r\n\r\n",
+            ):
+                reader, writer = await asyncio.open_connection("127.0.0.1", p.router.port)
+                writer.write(raw)
+                answer = await asyncio.wait_for(reader.read(), 5)
+                writer.close()
+                assert answer.startswith(b"HTTP/1.1 400"), answer
+            # half a request, then gone
+            _, writer = await asyncio.open_connection("127.0.0.1", p.router.port)
+            writer.write(b"GET /yjs/s HTTP/1.1\r\nHost")
+            writer.close()
+            async with websockets.connect(p.url + "/elsewhere/x") as ws:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await ws.recv()
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            assert await join_owner(p.url, "still-fine") == "w-0"
+            assert p.metric("collab_router_client_errors_total", reason="bad_request") == 1
+            assert p.metric("collab_router_client_errors_total", reason="bad_handshake") == 1
+
+    async def test_health_metrics_and_admin_are_served_on_the_same_port(
+        self, tmp_path: Path
+    ) -> None:
+        async with pool(tmp_path, 2) as p, httpx.AsyncClient() as http:
+            ready = await http.get(p.http + "/readyz")
+            assert ready.status_code == 200 and ready.json()["workers"]["active"] == 2
+            assert (await http.get(p.http + "/healthz")).json()["status"] == "ok"
+            text = (await http.get(p.http + "/metrics")).text
+            for name in (
+                "collab_router_connections_active",
+                "collab_router_routed_total",
+                "collab_router_upstream_errors_total",
+                "collab_router_workers",
+                "collab_router_handoffs_total",
+            ):
+                assert name in text
+            assert 'collab_router_workers{state="active"} 2.0' in text
+            assert (await http.get(p.http + "/admin/workers")).status_code == 401
+            wrong = {"authorization": "Bearer nope"}
+            assert (await http.get(p.http + "/admin/workers", headers=wrong)).status_code == 401
+            workers = await p.admin("GET", "/admin/workers")
+            assert [w["id"] for w in workers["workers"]] == ["w-0", "w-1"]
+            assert all(w["state"] == "active" and w["onRing"] for w in workers["workers"])
+            async with JsonClient.connect(p.url) as c:
+                await c.join("listed", "u")
+                sessions = await p.admin("GET", "/admin/sessions")
+                assert [(s["sessionId"], s["worker"]) for s in sessions["sessions"]] == [
+                    ("listed", p.owner("listed"))
+                ]
+                located = await p.admin("GET", "/admin/sessions/listed")
+                assert located["live"] is True and located["owner"] == p.owner("listed")
+            assert p.metric("collab_router_connections_active") == 0

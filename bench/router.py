@@ -192,15 +192,16 @@ async def _live(http: httpx.AsyncClient, ports: dict[str, int], prefix: str) -> 
 
 
 async def measure(
-    shape: Shape, target: str, duration: float, window: int, round_: int
+    shape: Shape, target: str, duration: float, window: int, round_: int, prefix: str
 ) -> dict[str, Any]:
+    """One pair on fresh processes. `prefix` names the rooms: the same for every target of a
+    round, so that direct and router clients of a room meet the same worker."""
     row: dict[str, Any] = {
         "shape": shape.key,
         "target": target,
         "name": TITLES[target],
         "round": round_,
     }
-    prefix = f"r{int(time.time()) % 100000}-{shape.key}-{target}"
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=5, trust_env=False))
         workers = [await stack.enter_async_context(running(worker_spec(n))) for n in WORKERS]
@@ -266,13 +267,15 @@ async def run(
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     total, done = rounds * len(shapes) * len(targets), 0
+    run_id = int(time.time()) % 100000
     for round_ in range(rounds):
         for shape in shapes:
+            prefix = f"r{run_id}-{round_}-{shape.key}"
             for target in targets:
                 done += 1
                 say(f"[{done}/{total}] {shape.title} x {TITLES[target]} (round {round_ + 1})")
                 try:
-                    row = await measure(shape, target, duration, window, round_)
+                    row = await measure(shape, target, duration, window, round_, prefix)
                 except (StartError, RuntimeError, TimeoutError, httpx.HTTPError) as exc:
                     say(f"    FAILED: {exc}")
                     rows.append(

@@ -130,5 +130,9 @@ async def pool(
             finally:
                 tg.cancel_scope.cancel()
     finally:
-        for w in p.workers.values() if p is not None else started:
+        # Gracefully (SIGTERM: flush, then exit), so what the pool acknowledged is in storage.
+        everyone = list(p.workers.values()) if p is not None else started
+        with anyio.move_on_after(30, shield=True):
+            await asyncio.gather(*(w.stop() for w in everyone), return_exceptions=True)
+        for w in everyone:
             w.kill()

@@ -120,9 +120,9 @@ async def pool(
     p: Pool | None = None
     try:
         async with anyio.create_task_group() as tg:
-            running: Router = await tg.start(lambda task_status: run_router(
-                settings, resolve=resolve, task_status=task_status
-            ))
+            running: Router = await tg.start(
+                lambda task_status: run_router(settings, resolve=resolve, task_status=task_status)
+            )
             p = Pool(tmp, env, running, dict(zip(names, started, strict=True)), addresses)
             await p.wait_ring(set(names))
             try:

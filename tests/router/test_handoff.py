@@ -126,9 +126,7 @@ class TestSigkill:
 
 
 class TestAddWorker:
-    async def test_only_sessions_whose_owner_changed_are_handed_off(
-        self, tmp_path: Path
-    ) -> None:
+    async def test_only_sessions_whose_owner_changed_are_handed_off(self, tmp_path: Path) -> None:
         sessions = [f"grow-{i}" for i in range(24)]
         async with pool(tmp_path, 2) as p, AsyncExitStack() as stack:
             clients = {}

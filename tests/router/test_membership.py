@@ -9,8 +9,8 @@ import anyio
 import httpx
 import pytest
 
-from router.metrics import RouterMetrics
 from router.membership import Membership
+from router.metrics import RouterMetrics
 from router.server import run_router
 from router.settings import RouterSettings
 from tests.pool import TOKEN, pool

@@ -53,14 +53,10 @@ class TestPlacement:
                 other_url = f"ws://127.0.0.1:{other.port}"
                 for i in range(12):
                     session = f"agree-{i}"
-                    assert await join_owner(p.url, session) == await join_owner(
-                        other_url, session
-                    )
+                    assert await join_owner(p.url, session) == await join_owner(other_url, session)
                 tg.cancel_scope.cancel()
 
-    async def test_both_protocols_reach_the_same_session_on_its_owner(
-        self, tmp_path: Path
-    ) -> None:
+    async def test_both_protocols_reach_the_same_session_on_its_owner(self, tmp_path: Path) -> None:
         async with pool(tmp_path, 3) as p:
             async with (
                 YjsClient.connect(p.url, "both/a.txt") as y,

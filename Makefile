@@ -19,9 +19,9 @@ $(JS_STAMP): tests/js/package-lock.json
 
 install: $(STAMP) $(JS_STAMP)
 
-## run: the whole system on this machine, embedded storage under ./.collab
+## run: the whole system on this machine (2 workers + router), embedded storage under ./.collab
 run: $(STAMP)
-	$(BIN)/collab worker --port $${PORT:-8081}
+	$(BIN)/collab up --workers $${WORKERS_COUNT:-2} --port $${PORT:-8080}
 
 ## test: every test (unit, contract over local + S3 server process, interop, soak)
 test: install

@@ -53,3 +53,11 @@ def sample(pid: int) -> Sample:
         except (OSError, ValueError):
             continue
     return Sample(cpu, rss)
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores, all processes, the kernel's
+    interrupts included), from the first line of /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / _TICKS  # up to steal; guest time is inside user already

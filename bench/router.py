@@ -28,10 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import shutil
 import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -157,6 +160,59 @@ def median(values: Iterable[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
+# --- profile ---------------------------------------------------------------------------------
+
+
+async def start_profile(pid: int, seconds: float, out: Path) -> asyncio.subprocess.Process:
+    """py-spy sampling `pid` for `seconds`, collapsed stacks (by function) into `out`, its own
+    messages into `out`.log. Native frames (uvloop, the C parts of asyncio) need py-spy to pause
+    the process for each sample, which is why a profiled run's figures are not comparable."""
+    binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.with_suffix(".log").open("wb") as log:
+        return await asyncio.create_subprocess_exec(
+            binary, "record", "--pid", str(pid), "--duration", str(math.ceil(seconds)),
+            "--rate", "200", "--format", "raw", "--function", "--native", "--output", str(out),
+            stdout=log, stderr=log,
+        )  # fmt: skip
+
+
+IDLE_FRAMES = ("epoll_wait", "epoll_pwait")  # native sampling sees the loop's wait as busy
+
+
+def hot_spots(collapsed: str, top: int = 15) -> dict[str, Any]:
+    """From py-spy's raw output (`frame;frame;... count` per line): busy samples (the innermost
+    frame not the event loop's epoll wait) and each function's share of them, as the innermost
+    frame (self, native or Python) and anywhere on the stack (inclusive: Python functions only,
+    without the loop's trunk that is on nearly every stack)."""
+    own: Counter[str] = Counter()
+    anywhere: Counter[str] = Counter()
+    total = busy = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        if frames[-1].startswith(IDLE_FRAMES):
+            continue
+        busy += n
+        own[frames[-1]] += n
+        for name in set(frames):
+            anywhere[name] += n
+    trunk = {name for name, n in anywhere.items() if n >= 0.95 * busy}
+    branches = Counter(
+        {name: n for name, n in anywhere.items() if name not in trunk and ".py:" in name}
+    )
+    return {
+        "samples": total,
+        "busy": busy,
+        "self": [(name, n / busy) for name, n in own.most_common(top)],
+        "inclusive": [(name, n / busy) for name, n in branches.most_common(top)],
+    }
+
+
 # --- one pair --------------------------------------------------------------------------------
 
 
@@ -192,7 +248,13 @@ async def _live(http: httpx.AsyncClient, ports: dict[str, int], prefix: str) -> 
 
 
 async def measure(
-    shape: Shape, target: str, duration: float, window: int, round_: int, prefix: str
+    shape: Shape,
+    target: str,
+    duration: float,
+    window: int,
+    round_: int,
+    prefix: str,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """One pair on fresh processes. `prefix` names the rooms: the same for every target of a
     round, so that direct and router clients of a room meet the same worker."""
@@ -225,12 +287,25 @@ async def measure(
         idle1 = procstat.sample(watch["proxy"]).cpu if "proxy" in watch else 0.0
         live: dict[str, Any] = {}
 
+        spy: asyncio.subprocess.Process | None = None
+        spy_out = profile / f"{shape.key}-{target}-r{round_ + 1}.txt" if profile else None
+
         async def connected() -> None:
+            nonlocal spy
             live.update(await _live(http, ports, prefix))
+            if spy_out is not None and "proxy" in watch and target == "router":
+                # From here to past the window's end (it starts ~1.3 s after this).
+                spy = await start_profile(watch["proxy"], duration + 2, spy_out)
 
         measured = await drive(
             url, Framing.YWS, shape, duration, window, prefix, watch, extra, connected
         )
+        if spy is not None:
+            async with asyncio.timeout(30):
+                await spy.wait()
+            assert spy_out is not None
+            if spy_out.exists():
+                row["profile"] = {"file": str(spy_out), **hot_spots(spy_out.read_text())}
     row.update(_aggregate(shape, duration, measured.results))
     relayed = relayed_messages(row)
     workers_cpu = {name: measured.cpu_s[name] for name in WORKERS}
@@ -244,6 +319,11 @@ async def measure(
         worker_cpu_pct=100 * sum(workers_cpu.values()) / duration,
         worker_cpu_s_per_1k_delivered=cpu_per_1k(sum(workers_cpu.values()), row["delivered"]),
         loadgen_cpu_pct=measured.loadgen_cpu_pct,
+        # Everything else the machine did meanwhile (other processes, the kernel's loopback
+        # work not charged to ours): 100 = one of its cores. High values mean a noisy window.
+        other_cpu_pct=100
+        * (measured.system_cpu_s - sum(measured.cpu_s.values()) - measured.loadgen_cpu_s)
+        / duration,
     )
     if "proxy" in watch:
         cpu = measured.cpu_s["proxy"]
@@ -263,7 +343,12 @@ async def measure(
 
 
 async def run(
-    shapes: list[Shape], targets: list[str], duration: float, window: int, rounds: int
+    shapes: list[Shape],
+    targets: list[str],
+    duration: float,
+    window: int,
+    rounds: int,
+    profile: Path | None = None,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     total, done = rounds * len(shapes) * len(targets), 0
@@ -275,7 +360,7 @@ async def run(
                 done += 1
                 say(f"[{done}/{total}] {shape.title} x {TITLES[target]} (round {round_ + 1})")
                 try:
-                    row = await measure(shape, target, duration, window, round_, prefix)
+                    row = await measure(shape, target, duration, window, round_, prefix, profile)
                 except (StartError, RuntimeError, TimeoutError, httpx.HTTPError) as exc:
                     say(f"    FAILED: {exc}")
                     rows.append(
@@ -326,7 +411,11 @@ SUMMARY_KEYS = (
     "proxy_idle_cpu_pct",
     "worker_cpu_pct",
     "delivery_ratio",
+    "other_cpu_pct",
 )
+
+
+SPREAD_KEYS = ("latency_p99_ms", "added_p50_ms", "added_p99_ms", "proxy_cpu_s_per_1k")
 
 
 def summarize(
@@ -347,6 +436,9 @@ def summarize(
                 continue
             per[target] = {k: median(r.get(k) for r in mine) for k in SUMMARY_KEYS}
             per[target]["rounds"] = len(mine)
+            for k in SPREAD_KEYS:
+                values = [r[k] for r in mine if r.get(k) is not None]
+                per[target][f"{k}_range"] = [min(values), max(values)] if values else None
         router, ref = per.get("router", {}), per.get("nginx", {})
         p99 = ratio(router.get("added_p99_ms"), ref.get("added_p99_ms"))
         cpu = ratio(router.get("proxy_cpu_s_per_1k"), ref.get("proxy_cpu_s_per_1k"))
@@ -398,7 +490,10 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str, 
         "received inside the window (each crosses the proxy once). *Proxy CPU per 1k msgs*: the "
         "proxy's CPU seconds over the window (router process; nginx master + worker) per 1,000 "
         "of them. *idle*: proxy CPU before any client connected (router: its health checks).",
-        "- *Worker CPU*: both workers together, for context (100% = one core).",
+        "- *Worker CPU*: both workers together, for context (100% = one core). *Other CPU*: the "
+        "machine's busy CPU (/proc/stat) minus workers, proxy and load generators over the "
+        "window: other processes and kernel work charged to none of them; a high value marks "
+        "a disturbed window.",
     ]
     by_shape = {s: [r for r in rows if r["shape"] == s] for s in summary}
     for key, s in summary.items():
@@ -406,7 +501,7 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str, 
         head = (
             "| target | round | rooms w-0/w-1 | delivered upd/s | fan-out p50 / p99 ms "
             "| added p50 / p99 ms | relayed msg/s | proxy CPU (idle) | proxy CPU s per 1k msgs "
-            "| worker CPU | delivered / expected | loadgen CPU % |"
+            "| worker CPU | delivered / expected | loadgen CPU % | other CPU |"
         )
         out += [head, "|" + "---|" * (head.count("|") - 1)]
         for r in by_shape[key]:
@@ -426,10 +521,14 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str, 
                 f"| {_pair(r.get('added_p50_ms'), r.get('added_p99_ms'), 2)} "
                 f"| {_f(r['relayed_per_s'], 0)} | {proxy} | {_f(r.get('proxy_cpu_s_per_1k'), 4)} "
                 f"| {_f(r['worker_cpu_pct'], 0)}% | {_f(r['delivery_ratio'], 3)} "
-                f"| {' + '.join(str(x) for x in r['loadgen_cpu_pct'])} |"
+                f"| {' + '.join(str(x) for x in r['loadgen_cpu_pct'])} "
+                f"| {_f(r['other_cpu_pct'], 0)}% |"
             )
             for error in r.get("errors", []):
                 out.append(f"|  |  | error: {error} |")
+        if meta["rounds"] > 1:
+            out += ["", f"Medians over {meta['rounds']} rounds (min - max in brackets):", ""]
+            out += _median_table(s["targets"])
         v = s["router_vs_nginx"]
         out += [
             "",
@@ -439,7 +538,60 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str, 
             f"**{_x(v['cpu_per_message'])}** (target <= {TARGET_CPU_PER_MESSAGE:g}x: "
             f"{_verdict(v['cpu_per_message'], TARGET_CPU_PER_MESSAGE)}).",
         ]
+    profiled = [r for r in rows if r.get("profile")]
+    if profiled:
+        out += _profile_section(profiled)
     return "\n".join(out) + "\n"
+
+
+def _range(values: list[float] | None, digits: int) -> str:
+    return "" if not values else f" [{_f(values[0], digits)} - {_f(values[1], digits)}]"
+
+
+def _median_table(per: dict[str, Any]) -> list[str]:
+    head = (
+        "| target | rounds | delivered upd/s | fan-out p50 / p99 ms | added p50 / p99 ms "
+        "| proxy CPU | proxy CPU s per 1k msgs | worker CPU |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for target, m in per.items():
+        proxy = "-" if m["proxy_cpu_pct"] is None else f"{_f(m['proxy_cpu_pct'], 1)}%"
+        lines.append(
+            f"| {TITLES[target]} | {m['rounds']} | {_f(m['delivered_per_s'], 0)} "
+            f"| {_pair(m['latency_p50_ms'], m['latency_p99_ms'], 2)}"
+            f"{_range(m['latency_p99_ms_range'], 2)} "
+            f"| {_pair(m['added_p50_ms'], m['added_p99_ms'], 2)}"
+            f"{_range(m['added_p99_ms_range'], 2)} "
+            f"| {proxy} | {_f(m['proxy_cpu_s_per_1k'], 4)}"
+            f"{_range(m['proxy_cpu_s_per_1k_range'], 4)} "
+            f"| {_f(m['worker_cpu_pct'], 0)}% |"
+        )
+    return lines
+
+
+def _profile_section(rows: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "",
+        "## Router profile (py-spy, this run's figures are not for comparison)",
+        "",
+        "Share of the router's busy samples (samples not waiting in epoll), by function: as the "
+        "innermost frame (self, native frames included: `--native`, py-spy pauses the router "
+        "per sample) and anywhere on the stack (inclusive: Python functions, without the event "
+        "loop's trunk).",
+    ]
+    for r in rows:
+        prof = r["profile"]
+        out += [
+            "",
+            f"### {SHAPES[r['shape']].title}, round {r['round'] + 1}: {prof['busy']} busy of "
+            f"{prof['samples']} samples, `{prof['file']}`",
+            "",
+            "| self | function | | inclusive | function |",
+            "|---|---|---|---|---|",
+        ]
+        for (a, fa), (b, fb) in zip(prof["self"], prof["inclusive"], strict=False):
+            out.append(f"| {100 * fa:.1f}% | `{a}` | | {100 * fb:.1f}% | `{b}` |")
+    return out
 
 
 def _git(*args: str) -> str:
@@ -458,6 +610,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=1, help="times to run every pair (medians)")
     p.add_argument("--window", type=int, default=8, help="in-flight updates per max-rate writer")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="sample the router with py-spy over each window, stacks into this directory "
+        "(the sampling costs the router CPU: such a run's figures are not comparable)",
+    )
     a = p.parse_args(argv)
     shapes = [SHAPES[k] for k in a.shapes.split(",") if k]
     targets = [t for t in a.targets.split(",") if t]
@@ -468,7 +626,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("nginx is not installed: apt-get install -y nginx (for the benchmark only)")
 
     started = datetime.now(UTC)
-    rows = asyncio.run(run(shapes, targets, a.duration, a.window, a.rounds))
+    rows = asyncio.run(run(shapes, targets, a.duration, a.window, a.rounds, a.profile))
     summary = summarize(rows, shapes, targets)
     meta = {
         "started": started.isoformat(),
@@ -481,6 +639,7 @@ def main(argv: list[str] | None = None) -> None:
         "nginx": nginx.version(),
         "commit": _git("rev-parse", "--short", "HEAD"),
         "router_dirty": bool(_git("status", "--porcelain", "--", "router")),
+        "profiled": a.profile is not None,
     }
     markdown = render(meta, rows, summary)
     a.out.mkdir(parents=True, exist_ok=True)

@@ -111,6 +111,8 @@ class Window:
     cpu_s: dict[str, float]  # CPU seconds over exactly the window, per watched process tree
     rss: dict[str, int]  # RSS at the window's end, per watched process tree
     loadgen_cpu_pct: list[int]  # per load-generator process, 100 = one core
+    loadgen_cpu_s: float = 0.0  # all load-generator processes together
+    system_cpu_s: float = 0.0  # the whole machine's busy CPU seconds over the window
 
 
 async def drive(
@@ -145,10 +147,10 @@ async def drive(
             await p.stdin.drain()
         say(f"    connected; measuring {duration:g} s")
         await asyncio.sleep((start_ns - time.monotonic_ns()) / NS)
-        s0 = {k: procstat.sample(pid) for k, pid in watch.items()}
+        m0, s0 = procstat.system_busy_seconds(), {k: procstat.sample(p) for k, p in watch.items()}
         g0 = [procstat.cpu_seconds(p.pid) for p in procs]
         await asyncio.sleep((end_ns - time.monotonic_ns()) / NS)
-        s1 = {k: procstat.sample(pid) for k, pid in watch.items()}
+        m1, s1 = procstat.system_busy_seconds(), {k: procstat.sample(p) for k, p in watch.items()}
         g1 = [procstat.cpu_seconds(p.pid) for p in procs]
         results = [await _event(p, "done", limit_s=GRACE_S + 60) for p in procs]
     finally:
@@ -161,6 +163,8 @@ async def drive(
         cpu_s={k: s1[k].cpu - s0[k].cpu for k in watch},
         rss={k: s1[k].rss for k in watch},
         loadgen_cpu_pct=[round(100 * (b - a) / duration) for a, b in zip(g0, g1, strict=True)],
+        loadgen_cpu_s=sum(g1) - sum(g0),
+        system_cpu_s=m1 - m0,
     )
 
 

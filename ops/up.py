@@ -43,6 +43,8 @@ class Child:
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
+        # As the servers themselves bind: a port only in TIME_WAIT after a restart is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -12,6 +12,7 @@ from bench.loadgen import Plan
 from bench.router import (
     added,
     cpu_per_1k,
+    hot_spots,
     placement,
     ratio,
     relayed_messages,
@@ -113,3 +114,23 @@ class TestDirectPlacement:
             assert plan.url_for(document) == f"{urls[chosen]}/{document}"
         no_routes = Plan("ws://127.0.0.1:9/yjs", Framing.YWS, 1, 2, 1, 5, 1, prefix="p")
         assert no_routes.url_for("p-0/bench.txt") == "ws://127.0.0.1:9/yjs/p-0/bench.txt"
+
+
+def test_profile_hot_spots_leave_out_the_loop_wait_and_its_trunk() -> None:
+    collapsed = "\n".join(
+        [
+            "main (m.py:1);run (loop.c:1);epoll_pwait (libc.so.6) 60",
+            "main (m.py:1);run (loop.c:1);data_received (r.py:4);write (libc.so.6) 30",
+            "main (m.py:1);run (loop.c:1);data_received (r.py:4);feed (f.py:9) 6",
+            "main (m.py:1);run (loop.c:1);check (h.py:2);get (httpx.py:7) 4",
+        ]
+    )
+    spots = hot_spots(collapsed)
+    assert (spots["samples"], spots["busy"]) == (100, 40)
+    assert spots["self"][0] == ("write (libc.so.6)", 0.75)
+    assert dict(spots["inclusive"]) == {
+        "data_received (r.py:4)": 0.9,
+        "feed (f.py:9)": 0.15,
+        "check (h.py:2)": 0.1,
+        "get (httpx.py:7)": 0.1,
+    }

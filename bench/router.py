@@ -37,6 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -342,6 +343,29 @@ async def measure(
     return row
 
 
+@dataclass(frozen=True)
+class Quiet:
+    """How the run keeps out of other work on the machine (a shared VM: someone's test suite
+    running meanwhile shows up as *other CPU*)."""
+
+    max_other_pct: float = 25.0  # a pair measured with more other CPU than this is repeated
+    attempts: int = 3  # at most this many times per pair; the least disturbed one is kept
+    wait_s: float = 300.0  # before each attempt, wait at most this long for a quiet machine
+
+
+async def wait_quiet(quiet: Quiet) -> float:
+    """Until the machine (nothing of ours runs now) is busy below `max_other_pct` over one
+    second, for at most `wait_s`; returns that last busy share (100 = one core)."""
+    deadline = time.monotonic() + quiet.wait_s
+    while True:
+        before = procstat.system_busy_seconds()
+        await asyncio.sleep(1.0)
+        busy = 100 * (procstat.system_busy_seconds() - before)
+        if busy <= quiet.max_other_pct or time.monotonic() > deadline:
+            return busy
+        say(f"    machine busy ({busy:.0f}% of a core elsewhere); waiting")
+
+
 async def run(
     shapes: list[Shape],
     targets: list[str],
@@ -349,6 +373,7 @@ async def run(
     window: int,
     rounds: int,
     profile: Path | None = None,
+    quiet: Quiet = Quiet(),
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     total, done = rounds * len(shapes) * len(targets), 0
@@ -359,31 +384,50 @@ async def run(
             for target in targets:
                 done += 1
                 say(f"[{done}/{total}] {shape.title} x {TITLES[target]} (round {round_ + 1})")
-                try:
-                    row = await measure(shape, target, duration, window, round_, prefix, profile)
-                except (StartError, RuntimeError, TimeoutError, httpx.HTTPError) as exc:
-                    say(f"    FAILED: {exc}")
-                    rows.append(
-                        {
-                            "shape": shape.key,
-                            "target": target,
-                            "name": TITLES[target],
-                            "round": round_,
-                            "error": str(exc),
-                        }
-                    )
-                    continue
-                say(
-                    f"    {row['delivered_per_s']:.0f} delivered/s,"
-                    f" p50 {row['latency_p50_ms'] or 0:.2f}"
-                    f" p99 {row['latency_p99_ms'] or 0:.2f} ms,"
-                    f" {row['relayed_per_s']:.0f} msg/s, proxy CPU"
-                    f" {row.get('proxy_cpu_pct', 0):.0f}%, workers {row['worker_cpu_pct']:.0f}%,"
-                    f" loadgen {row['loadgen_cpu_pct']}%, rooms {row['placement']}"
+                row = await measure_pair(
+                    shape, target, duration, window, round_, prefix, profile, quiet
                 )
                 rows.append(row)
     _add_deltas(rows)
     return rows
+
+
+async def measure_pair(
+    shape: Shape,
+    target: str,
+    duration: float,
+    window: int,
+    round_: int,
+    prefix: str,
+    profile: Path | None,
+    quiet: Quiet,
+) -> dict[str, Any]:
+    """One pair, measured again (up to `quiet.attempts`) while other work disturbed it."""
+    kept: dict[str, Any] | None = None
+    for attempt in range(1, quiet.attempts + 1):
+        await wait_quiet(quiet)
+        try:
+            row = await measure(shape, target, duration, window, round_, prefix, profile)
+        except (StartError, RuntimeError, TimeoutError, httpx.HTTPError) as exc:
+            say(f"    FAILED: {exc}")
+            error = {"shape": shape.key, "target": target, "name": TITLES[target]}
+            return {**error, "round": round_, "error": str(exc)}
+        row["attempt"] = attempt
+        say(
+            f"    {row['delivered_per_s']:.0f} delivered/s,"
+            f" p50 {row['latency_p50_ms'] or 0:.2f} p99 {row['latency_p99_ms'] or 0:.2f} ms,"
+            f" {row['relayed_per_s']:.0f} msg/s, proxy CPU {row.get('proxy_cpu_pct', 0):.0f}%,"
+            f" workers {row['worker_cpu_pct']:.0f}%, loadgen {row['loadgen_cpu_pct']}%,"
+            f" other {row['other_cpu_pct']:.0f}%, rooms {row['placement']}"
+        )
+        if kept is None or row["other_cpu_pct"] < kept["other_cpu_pct"]:
+            kept = row
+        if row["other_cpu_pct"] <= quiet.max_other_pct:
+            break
+        say(f"    disturbed (other CPU {row['other_cpu_pct']:.0f}%)")
+    assert kept is not None
+    kept["disturbed"] = kept["other_cpu_pct"] > quiet.max_other_pct
+    return kept
 
 
 def _add_deltas(rows: list[dict[str, Any]]) -> None:
@@ -493,7 +537,10 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str, 
         "- *Worker CPU*: both workers together, for context (100% = one core). *Other CPU*: the "
         "machine's busy CPU (/proc/stat) minus workers, proxy and load generators over the "
         "window: other processes and kernel work charged to none of them; a high value marks "
-        "a disturbed window.",
+        "a disturbed window. A pair with more than "
+        f"{meta['max_other_cpu_pct']:g}% was measured again (at most {meta['attempts']} "
+        "attempts, the least disturbed kept; *round* says which attempt, a `!` one still "
+        "disturbed).",
     ]
     by_shape = {s: [r for r in rows if r["shape"] == s] for s in summary}
     for key, s in summary.items():
@@ -515,8 +562,13 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str, 
                 if "proxy_cpu_pct" in r
                 else "-"
             )
+            attempt = f"{r['round'] + 1}" + (
+                f" (attempt {r['attempt']}{' !' if r['disturbed'] else ''})"
+                if r["attempt"] > 1 or r["disturbed"]
+                else ""
+            )
             out.append(
-                f"| {r['name']} | {r['round'] + 1} | {rooms} | {_f(r['delivered_per_s'], 0)} "
+                f"| {r['name']} | {attempt} | {rooms} | {_f(r['delivered_per_s'], 0)} "
                 f"| {_pair(r['latency_p50_ms'], r['latency_p99_ms'], 2)} "
                 f"| {_pair(r.get('added_p50_ms'), r.get('added_p99_ms'), 2)} "
                 f"| {_f(r['relayed_per_s'], 0)} | {proxy} | {_f(r.get('proxy_cpu_s_per_1k'), 4)} "
@@ -616,6 +668,13 @@ def main(argv: list[str] | None = None) -> None:
         help="sample the router with py-spy over each window, stacks into this directory "
         "(the sampling costs the router CPU: such a run's figures are not comparable)",
     )
+    p.add_argument(
+        "--max-other-cpu",
+        type=float,
+        default=Quiet.max_other_pct,
+        help="%% of a core other work may take during a window before the pair is repeated",
+    )
+    p.add_argument("--attempts", type=int, default=Quiet.attempts, help="per pair, at most")
     a = p.parse_args(argv)
     shapes = [SHAPES[k] for k in a.shapes.split(",") if k]
     targets = [t for t in a.targets.split(",") if t]
@@ -626,7 +685,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error("nginx is not installed: apt-get install -y nginx (for the benchmark only)")
 
     started = datetime.now(UTC)
-    rows = asyncio.run(run(shapes, targets, a.duration, a.window, a.rounds, a.profile))
+    quiet = Quiet(max_other_pct=a.max_other_cpu, attempts=max(1, a.attempts))
+    rows = asyncio.run(run(shapes, targets, a.duration, a.window, a.rounds, a.profile, quiet))
     summary = summarize(rows, shapes, targets)
     meta = {
         "started": started.isoformat(),
@@ -640,6 +700,8 @@ def main(argv: list[str] | None = None) -> None:
         "commit": _git("rev-parse", "--short", "HEAD"),
         "router_dirty": bool(_git("status", "--porcelain", "--", "router")),
         "profiled": a.profile is not None,
+        "max_other_cpu_pct": quiet.max_other_pct,
+        "attempts": quiet.attempts,
     }
     markdown = render(meta, rows, summary)
     a.out.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,13 @@ class Refused(Exception):
         self.reason = reason
 
 
+def _refused_by(worker: WorkerInfo, response: Head) -> Refused:
+    return Refused(
+        CLOSE_TRY_AGAIN,
+        f"worker {worker.name} refused the connection (HTTP {response.status}); reconnect",
+    )
+
+
 class Proxy:
     def __init__(
         self,
@@ -72,8 +79,11 @@ class Proxy:
 
     def protocol_factory(self) -> Side:
         side = Side()
-        self._spawn(self._handle(side), "route")
+        side.on_made = self._accepted
         return side
+
+    def _accepted(self, side: Side) -> None:
+        self._spawn(self._handle(side), "route")
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -106,7 +116,6 @@ class Proxy:
     # --- routing ---------------------------------------------------------------------------
 
     async def _handle(self, client: Side) -> None:
-        await asyncio.sleep(0)  # let connection_made run
         try:
             head = await self._read_head(client)
             if head is None:
@@ -135,6 +144,7 @@ class Proxy:
             client.close()
         except Exception:
             # A bug must cost one connection, never the router.
+            self.metrics.client_errors.labels("internal").inc()
             log.exception("route_failed")
             client.abort()
 
@@ -229,15 +239,18 @@ class Proxy:
         except Refused as refused:
             self._refuse_handshake(client, head, refused)
             return
+        if response.status != 101:
+            upstream.close()
+            self._upstream_failed(worker, f"handshake answered {response.first_line!r}")
+            self._refuse_handshake(client, head, _refused_by(worker, response))
+            return
         cursor = FrameCursor()
         cursor.feed(bytes(upstream.buffer[response.size :]))
         client.write(upstream.buffer)
         upstream.buffer.clear()
         relay = Relay(client, upstream, session, worker.name, "yjs")
         relay.start(cursor)
-        if response.status == 101:
-            self._register(relay, worker)
-        # Anything else (a worker's HTTP error) is relayed as it is and ends on its own.
+        self._register(relay, worker)
 
     async def _route_json(self, client: Side, head: Head) -> None:
         key = frames.check_client_handshake(head)  # checked before routing
@@ -257,9 +270,7 @@ class Proxy:
             if response.status != 101:
                 upstream.close()
                 self._upstream_failed(worker, f"handshake answered {response.first_line!r}")
-                raise Refused(
-                    CLOSE_TRY_AGAIN, f"worker {worker.name} refused the connection; reconnect"
-                )
+                raise _refused_by(worker, response)
         except Refused as refused:
             if refused.code == 1000:  # the client closed first; its close was answered
                 client.close()

@@ -30,6 +30,7 @@ class Side(asyncio.Protocol):
         self.after_data: Callable[[], None] | None = None
         self.on_lost: Callable[[], None] | None = None
         self.discard: Callable[[bytes], None] | None = None
+        self.on_made: Callable[[Side], None] | None = None
         self.lost = False
         self._waiter: asyncio.Future[None] | None = None
 
@@ -37,6 +38,8 @@ class Side(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        if self.on_made is not None:
+            self.on_made(self)
 
     def data_received(self, data: bytes) -> None:
         partner = self.partner
@@ -188,6 +191,8 @@ class Relay:
                 client.close()
 
         client.discard = discard
+        if client.transport is not None and not client.transport.is_closing():
+            client.transport.resume_reading()  # it may have been paused by back-pressure
         asyncio.get_running_loop().call_later(LINGER_S, client.close)
 
     def _client_lost(self) -> None:

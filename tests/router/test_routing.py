@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import random
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
+import uvicorn
 import websockets
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 
 from router.server import run_router
 from router.settings import RouterSettings
 from tests.pool import TOKEN, pool
 from tests.s3server import free_port
-from tests.support import JsonClient, YjsClient
+from tests.support import JsonClient, YjsClient, wait_until
 
 
 async def join_owner(url: str, session: str) -> str:
@@ -138,6 +145,27 @@ class TestRouterEdges:
             assert p.metric("collab_router_client_errors_total", reason="bad_request") == 1
             assert p.metric("collab_router_client_errors_total", reason="bad_handshake") == 1
 
+    async def test_random_bytes_before_the_join_never_break_the_router(
+        self, tmp_path: Path
+    ) -> None:
+        rng = random.Random(1)
+        handshake = (
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        async with pool(tmp_path, 1) as p:
+            for _ in range(40):
+                blob = rng.randbytes(rng.choice([1, 2, 10, 200, 5000]))
+                if rng.random() < 0.5:  # a plausible frame header, then garbage
+                    blob = bytes([0x81, 0x80 | min(125, len(blob))]) + blob
+                reader, writer = await asyncio.open_connection("127.0.0.1", p.router.port)
+                writer.write(handshake + blob)
+                with contextlib.suppress(TimeoutError, ConnectionError):
+                    await asyncio.wait_for(reader.read(4096), 0.2)
+                writer.close()
+            assert p.metric("collab_router_client_errors_total", reason="internal") == 0
+            assert await join_owner(p.url, "after-fuzz") == "w-0"
+
     async def test_health_metrics_and_admin_are_served_on_the_same_port(
         self, tmp_path: Path
     ) -> None:
@@ -170,3 +198,61 @@ class TestRouterEdges:
                 located = await p.admin("GET", "/admin/sessions/listed")
                 assert located["live"] is True and located["owner"] == p.owner("listed")
             assert p.metric("collab_router_connections_active") == 0
+
+
+class TestRefusingWorker:
+    async def test_a_worker_refusing_the_handshake_gives_a_close_reason(
+        self, tmp_path: Path
+    ) -> None:
+        """Our workers always accept and then close with a reason, so the refusing worker here
+        is a stand-in: a real HTTP server that is ready but answers every upgrade with 503."""
+
+        async def readyz(request: Request) -> Response:
+            return JSONResponse({"state": "ready", "worker": "w-refusing"})
+
+        async def refuse(request: Request) -> Response:
+            return PlainTextResponse("overloaded", status_code=503)
+
+        app = Starlette(routes=[Route("/readyz", readyz), Route("/{path:path}", refuse)])
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, ws="none")
+        )
+        settings = RouterSettings(
+            host="127.0.0.1",
+            port=free_port(),
+            workers=(("127.0.0.1", port),),
+            health_interval_ms=200,
+        )
+        stopped = anyio.Event()
+
+        async def serve() -> None:
+            try:
+                await server.serve()
+            finally:
+                stopped.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve)
+            await wait_until(lambda: server.started)
+            router = await tg.start(run_router, settings)
+            url = f"ws://127.0.0.1:{router.port}"
+            for path in ("/yjs/s/a.txt", "/"):
+                async with websockets.connect(url + path) as ws:
+                    if path == "/":
+                        await ws.send(json.dumps({"type": "join", "sessionId": "s", "userId": "u"}))
+                        error = json.loads(await ws.recv())
+                        assert error["error"] == "Session unavailable"
+                    with pytest.raises(websockets.ConnectionClosed) as closed:
+                        await ws.recv()
+                    assert closed.value.rcvd is not None
+                    assert closed.value.rcvd.code == 1013
+                    assert (
+                        "w-refusing refused the connection (HTTP 503)" in closed.value.rcvd.reason
+                    )
+            assert (
+                router.metrics.registry.get_sample_value("collab_router_upstream_errors_total") == 2
+            )
+            server.should_exit = True
+            await stopped.wait()
+            tg.cancel_scope.cancel()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import anyio
 from httpx_ws import aconnect_ws
@@ -33,9 +32,7 @@ async def edit(router: str, room: str, addition: str, seconds: float) -> str:
         await anyio.sleep(0.5)
         text.observe(show)
         text += addition
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            await anyio.sleep(0.1)
+        await anyio.sleep(seconds)
     return str(text)
 
 

@@ -29,7 +29,8 @@ def segment_keys(root: Path, session: str) -> list[str]:
 class TestInProcess:
     async def test_edits_are_group_committed_every_flush_interval(self, tmp_path: Path) -> None:
         storage = tmp_path / "storage"
-        settings = settings_for(StorageSettings(storage_dir=storage), flush_interval_ms=300)
+        # An interval long enough that 30 sends fit in it even on a busy 2-core machine.
+        settings = settings_for(StorageSettings(storage_dir=storage), flush_interval_ms=1500)
         async with run_worker(settings) as worker:
             async with YjsClient.connect(worker.url, "s-gc/a.txt") as y:
                 await asyncio.wait_for(y.synced.wait(), 5)

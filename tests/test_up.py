@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -45,7 +46,9 @@ def free_block(size: int) -> int:
 
 
 @asynccontextmanager
-async def collab_up(data: Path, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+async def collab_up(
+    data: Path, port: int, env: dict[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(
         str(COLLAB),
         "up",
@@ -57,6 +60,7 @@ async def collab_up(data: Path, port: int) -> AsyncIterator[asyncio.subprocess.P
         str(data),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )
     assert proc.stdout is not None
     seen = []
@@ -100,10 +104,12 @@ async def run_example(port: int, text: str) -> str:
 
 
 async def test_two_clients_edit_through_the_router_and_ctrl_c_loses_nothing(
-    tmp_path: Path,
+    tmp_path: Path, backend_env: dict[str, str]
 ) -> None:
     port = free_block(3)
-    async with collab_up(tmp_path / "data", port) as up:
+    # Embedded storage under the data directory, or the S3 server process (MinIO when set).
+    env = {} if "STORAGE_DIR" in backend_env else backend_env
+    async with collab_up(tmp_path / "data", port, env) as up:
         alice, bob = await asyncio.gather(
             run_example(port, "Alice was here. "), run_example(port, "Bob too. ")
         )
@@ -115,10 +121,11 @@ async def test_two_clients_edit_through_the_router_and_ctrl_c_loses_nothing(
             assert joined["containerId"] in ("w-0", "w-1")
             assert await j.get_file("hello.txt") == final
         out = await stop(up)
+        assert (tmp_path / "data" / "storage").exists() == (not env)
         assert "router stopped (exit 0)" in out and "w-1 stopped (exit 0)" in out
         assert out.rstrip().endswith("stopped.")
     # Started again on the same data directory: everything is still there.
-    async with collab_up(tmp_path / "data", port) as up:
+    async with collab_up(tmp_path / "data", port, env) as up:
         async with JsonClient.connect(f"ws://127.0.0.1:{port}") as j:
             await j.join("demo", "dave")
             assert await j.get_file("hello.txt") == final

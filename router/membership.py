@@ -178,7 +178,7 @@ class Membership:
             error = None
         except (httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:
             state, error = "down", describe_error(exc)
-        if state != info.state:
+        if state != info.state or (not self.checked and state != "active"):
             log.info(
                 "worker_state", worker=info.name, address=info.address, state=state, error=error
             )

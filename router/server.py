@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import socket
+import sys
 import tempfile
 
 import anyio
@@ -56,8 +58,14 @@ async def run_router(
 ) -> None:
     metrics = RouterMetrics()
     membership = Membership(settings, metrics, resolve=resolve)
-    scratch = tempfile.mkdtemp(prefix="collab-router-")
-    socket_path = os.path.join(scratch, "http.sock")
+    # Linux: an abstract socket (no file, so a read-only root filesystem is fine); elsewhere a
+    # socket file in a private temporary directory.
+    scratch = None if sys.platform == "linux" else tempfile.mkdtemp(prefix="collab-router-")
+    socket_path = (
+        f"\0collab-router-{os.getpid()}-{secrets.token_hex(8)}"
+        if scratch is None
+        else os.path.join(scratch, "http.sock")
+    )
     loop = asyncio.get_running_loop()
 
     async def open_http() -> tuple[asyncio.BaseTransport, Side]:
@@ -122,5 +130,6 @@ async def run_router(
                     tg.cancel_scope.cancel()
     finally:
         http_socket.close()
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         log.info("router_stopped", router=settings.router_id)

@@ -236,7 +236,19 @@ class FrameCursor:
         return not self._remaining and not self._head
 
     def feed(self, data: bytes) -> None:
-        i, n = 0, len(data)
+        n = len(data)
+        if n >= 2 and not self._remaining and not self._head:
+            # The common case, one whole unmasked frame per read, without the loop.
+            b1 = data[1]
+            length = b1 & 0x7F
+            if not b1 & 0x80 and (
+                (length < 126 and n == 2 + length)
+                or (length == 126 and n >= 4 and n == 4 + int.from_bytes(data[2:4], "big"))
+            ):
+                if data[0] & 0x0F == OP_CLOSE:
+                    self.closed = True
+                return
+        i = 0
         while i < n:
             if self._remaining:
                 step = min(self._remaining, n - i)

@@ -69,7 +69,15 @@ async def run_router(
     loop = asyncio.get_running_loop()
 
     async def open_http() -> tuple[asyncio.BaseTransport, Side]:
-        return await loop.create_unix_connection(Side, socket_path)
+        # Connected by hand: uvloop's create_unix_connection refuses abstract socket names.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, socket_path)
+        except OSError:
+            sock.close()
+            raise
+        return await loop.create_unix_connection(Side, sock=sock)
 
     proxy = Proxy(settings, metrics, membership, open_http)
     membership.on_change = proxy.ring_changed

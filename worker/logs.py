@@ -9,17 +9,19 @@ import structlog
 
 
 def configure_logging(fmt: str, level: int = logging.INFO) -> None:
-    renderer: structlog.types.Processor
+    renderers: list[structlog.types.Processor]
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer()
+        # The traceback goes into the object as text ("exception"); the console renderer
+        # formats exc_info by itself.
+        renderers = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        renderers = [structlog.dev.ConsoleRenderer(colors=False)]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),

@@ -90,6 +90,19 @@ class TestFrameCursor:
                 assert cursor.at_boundary == (pos in ends), pos
             assert not cursor.closed
 
+    @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536])
+    def test_one_whole_frame_per_read_keeps_the_boundary(self, size: int) -> None:
+        cursor = frames.FrameCursor()
+        for _ in range(3):
+            cursor.feed(frames.frame(frames.OP_BINARY, b"y" * size))
+            assert cursor.at_boundary and not cursor.closed
+        cursor.feed(frames.frame(frames.OP_BINARY, b"y" * size)[:-1] if size else b"\x82")
+        assert not cursor.at_boundary
+        cursor.feed(b"y" if size else b"\x00")
+        assert cursor.at_boundary
+        cursor.feed(frames.close_frame(1001, "going away"))
+        assert cursor.closed and cursor.at_boundary
+
     def test_a_close_frame_is_noticed(self) -> None:
         cursor = frames.FrameCursor()
         cursor.feed(frames.text_frame("hi") + frames.close_frame(1000, "bye")[:1])

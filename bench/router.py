@@ -29,7 +29,9 @@ import argparse
 import asyncio
 import json
 import math
+import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -58,7 +60,7 @@ TITLES = {"direct": "direct to the worker", "router": "collab router", "nginx": 
 DEFAULT_SHAPES = ("fanout", "rooms")
 WORKERS = ("w-0", "w-1")
 ADMIN_TOKEN = "bench-router"
-IDLE_S = 1.0
+IDLE_S = 2.0
 
 # What the report holds the router to, against nginx on the same load.
 TARGET_ADDED_P99 = 1.5  # router added p99 <= 1.5 x nginx added p99
@@ -84,12 +86,22 @@ def worker_spec(name: str) -> ServerSpec:
     )
 
 
-def proxy_spec(target: str, upstreams: str) -> ServerSpec:
-    """The router or nginx in front of `upstreams` (host:port,host:port)."""
+ROUTER_CMD = "{python} -m router"
+
+
+def proxy_spec(
+    target: str,
+    upstreams: str,
+    router_env: tuple[tuple[str, str], ...] = (),
+    router_cmd: str = ROUTER_CMD,
+) -> ServerSpec:
+    """The router or nginx in front of `upstreams` (host:port,host:port). `router_env` adds to
+    (or overrides) the router's environment and `router_cmd` replaces its command, for
+    diagnostics (another checkout: `{python} -P -m router` with PYTHONPATH=<its root>)."""
     if target == "router":
         return ServerSpec(
             name=TITLES[target],
-            cmd="{python} -m router",
+            cmd=router_cmd,
             url="ws://127.0.0.1:{port}/yjs",
             framing=Framing.YWS,
             env={
@@ -99,6 +111,7 @@ def proxy_spec(target: str, upstreams: str) -> ServerSpec:
                 "ADMIN_TOKEN": ADMIN_TOKEN,
                 "LOG_FORMAT": "json",
                 "ROUTER_ID": "bench-router",
+                **dict(router_env),
             },
             ready="http://127.0.0.1:{port}/readyz",
         )
@@ -249,16 +262,11 @@ async def _live(http: httpx.AsyncClient, ports: dict[str, int], prefix: str) -> 
 
 
 async def measure(
-    shape: Shape,
-    target: str,
-    duration: float,
-    window: int,
-    round_: int,
-    prefix: str,
-    profile: Path | None = None,
+    shape: Shape, target: str, round_: int, prefix: str, options: Options
 ) -> dict[str, Any]:
     """One pair on fresh processes. `prefix` names the rooms: the same for every target of a
     round, so that direct and router clients of a room meet the same worker."""
+    profile, duration = options.profile, options.duration
     row: dict[str, Any] = {
         "shape": shape.key,
         "target": target,
@@ -277,7 +285,8 @@ async def measure(
             for name, w in zip(WORKERS, workers, strict=True):
                 extra += ("--route", f"{name}={w.url}")
         else:
-            proxy = await stack.enter_async_context(running(proxy_spec(target, upstreams)))
+            spec = proxy_spec(target, upstreams, options.router_env, options.router_cmd)
+            proxy = await stack.enter_async_context(running(spec))
             if target == "router":
                 await _router_ring(http, port_of(proxy))
             url = proxy.url
@@ -299,7 +308,7 @@ async def measure(
                 spy = await start_profile(watch["proxy"], duration + 2, spy_out)
 
         measured = await drive(
-            url, Framing.YWS, shape, duration, window, prefix, watch, extra, connected
+            url, Framing.YWS, shape, duration, options.window, prefix, watch, extra, connected
         )
         if spy is not None:
             async with asyncio.timeout(30):
@@ -353,27 +362,39 @@ class Quiet:
     wait_s: float = 300.0  # before each attempt, wait at most this long for a quiet machine
 
 
+@dataclass(frozen=True)
+class Options:
+    """How every pair of one invocation is measured."""
+
+    duration: float = 10.0  # measured seconds per pair
+    window: int = 8  # in-flight updates per max-rate writer (bench/run.py)
+    quiet: Quiet = Quiet()
+    profile: Path | None = None  # py-spy output directory (router pairs)
+    router_env: tuple[tuple[str, str], ...] = ()
+    router_cmd: str = ROUTER_CMD
+
+
 async def wait_quiet(quiet: Quiet) -> float:
     """Until the machine (nothing of ours runs now) is busy below `max_other_pct` over one
     second, for at most `wait_s`; returns that last busy share (100 = one core)."""
-    deadline = time.monotonic() + quiet.wait_s
+    started = time.monotonic()
+    next_note = 0.0
     while True:
         before = procstat.system_busy_seconds()
         await asyncio.sleep(1.0)
         busy = 100 * (procstat.system_busy_seconds() - before)
-        if busy <= quiet.max_other_pct or time.monotonic() > deadline:
+        waited = time.monotonic() - started
+        if busy <= quiet.max_other_pct or waited > quiet.wait_s:
+            if waited > 2:
+                say(f"    waited {waited:.0f} s for other work ({busy:.0f}% of a core now)")
             return busy
-        say(f"    machine busy ({busy:.0f}% of a core elsewhere); waiting")
+        if waited >= next_note:
+            say(f"    machine busy ({busy:.0f}% of a core elsewhere); waiting")
+            next_note = waited + 10
 
 
 async def run(
-    shapes: list[Shape],
-    targets: list[str],
-    duration: float,
-    window: int,
-    rounds: int,
-    profile: Path | None = None,
-    quiet: Quiet = Quiet(),
+    shapes: list[Shape], targets: list[str], rounds: int, options: Options
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     total, done = rounds * len(shapes) * len(targets), 0
@@ -384,30 +405,22 @@ async def run(
             for target in targets:
                 done += 1
                 say(f"[{done}/{total}] {shape.title} x {TITLES[target]} (round {round_ + 1})")
-                row = await measure_pair(
-                    shape, target, duration, window, round_, prefix, profile, quiet
-                )
+                row = await measure_pair(shape, target, round_, prefix, options)
                 rows.append(row)
     _add_deltas(rows)
     return rows
 
 
 async def measure_pair(
-    shape: Shape,
-    target: str,
-    duration: float,
-    window: int,
-    round_: int,
-    prefix: str,
-    profile: Path | None,
-    quiet: Quiet,
+    shape: Shape, target: str, round_: int, prefix: str, options: Options
 ) -> dict[str, Any]:
     """One pair, measured again (up to `quiet.attempts`) while other work disturbed it."""
     kept: dict[str, Any] | None = None
+    quiet = options.quiet
     for attempt in range(1, quiet.attempts + 1):
         await wait_quiet(quiet)
         try:
-            row = await measure(shape, target, duration, window, round_, prefix, profile)
+            row = await measure(shape, target, round_, prefix, options)
         except (StartError, RuntimeError, TimeoutError, httpx.HTTPError) as exc:
             say(f"    FAILED: {exc}")
             error = {"shape": shape.key, "target": target, "name": TITLES[target]}
@@ -521,7 +534,9 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], summary: dict[str, 
         f"{meta['websockets']}, uvloop {meta['uvloop']}, nginx {meta['nginx']}. Repository at "
         f"{meta['commit']}{' + uncommitted router/ changes' if meta['router_dirty'] else ''}. "
         f"{meta['duration_s']:g} s measured per pair, {meta['rounds']} round(s), each pair on "
-        "freshly started processes, all on 127.0.0.1.",
+        "freshly started processes, all on 127.0.0.1."
+        + (f" Router environment added: `{meta['router_env']}`." if meta["router_env"] else "")
+        + (f" Router command: `{meta['router_cmd']}`." if meta["router_cmd"] != ROUTER_CMD else ""),
         "",
         "- Two workers (`python -m worker`, w-0 and w-1, persistence on) behind each proxy. "
         "*direct*: each client connects to the worker that owns its room under the router's "
@@ -675,7 +690,20 @@ def main(argv: list[str] | None = None) -> None:
         help="%% of a core other work may take during a window before the pair is repeated",
     )
     p.add_argument("--attempts", type=int, default=Quiet.attempts, help="per pair, at most")
+    p.add_argument(
+        "--router-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the router (diagnostics, e.g. HEALTH_INTERVAL_MS=60000)",
+    )
+    p.add_argument(
+        "--router-cmd",
+        default=ROUTER_CMD,
+        help="the router's command template (diagnostics; default: %(default)s)",
+    )
     a = p.parse_args(argv)
+    router_env = tuple((k, v) for k, _, v in (x.partition("=") for x in a.router_env))
     shapes = [SHAPES[k] for k in a.shapes.split(",") if k]
     targets = [t for t in a.targets.split(",") if t]
     unknown = [t for t in targets if t not in TARGETS]
@@ -686,11 +714,24 @@ def main(argv: list[str] | None = None) -> None:
 
     started = datetime.now(UTC)
     quiet = Quiet(max_other_pct=a.max_other_cpu, attempts=max(1, a.attempts))
-    rows = asyncio.run(run(shapes, targets, a.duration, a.window, a.rounds, a.profile, quiet))
+    options = Options(a.duration, a.window, quiet, a.profile, router_env, a.router_cmd)
+
+    async def main_task() -> list[dict[str, Any]]:
+        # SIGTERM (and SIGINT, which a shell's background job ignores) stop the run cleanly:
+        # every process it started is stopped by the context managers on the way out.
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        return await run(shapes, targets, a.rounds, options)
+
+    rows = asyncio.run(main_task())
     summary = summarize(rows, shapes, targets)
     meta = {
         "started": started.isoformat(),
-        "command": "python -m bench.router " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": shlex.join(
+            ["python", "-m", "bench.router", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "duration_s": a.duration,
         "rounds": a.rounds,
         "window": a.window,
@@ -702,6 +743,8 @@ def main(argv: list[str] | None = None) -> None:
         "profiled": a.profile is not None,
         "max_other_cpu_pct": quiet.max_other_pct,
         "attempts": quiet.attempts,
+        "router_env": dict(router_env),
+        "router_cmd": a.router_cmd,
     }
     markdown = render(meta, rows, summary)
     a.out.mkdir(parents=True, exist_ok=True)

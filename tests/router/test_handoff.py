@@ -178,3 +178,31 @@ class TestUnreachableOwner:
                 assert (await j.join(session, "u"))["containerId"] == "w-0"
             async with YjsClient.connect(p.url, f"{session}/a.txt") as y:
                 await asyncio.wait_for(y.synced.wait(), 5)
+
+
+class TestPartitionedWorker:
+    async def test_a_frozen_worker_loses_its_sessions_and_its_clients_are_sent_on(
+        self, tmp_path: Path
+    ) -> None:
+        """SIGSTOP: the process holds its sockets but answers nothing, like a partition. The
+        router's health checks time out, the hand-off request to it times out, and the router
+        closes the session's clients itself so they reconnect to the new owner."""
+        names = ["w-0", "w-1"]
+        session = sessions_owned_by("w-1", names, 1, "frozen")[0]
+        async with pool(
+            tmp_path, 2, health_interval_ms=200, health_timeout_ms=300, handoff_timeout_ms=500
+        ) as p:
+            async with YjsClient.connect(p.url, f"{session}/a.txt") as y:
+                await asyncio.wait_for(y.synced.wait(), 5)
+                await y.insert(0, "typed before the freeze")
+                await asyncio.sleep(0.3)  # flushed by w-1
+                p.workers["w-1"].signal(signal.SIGSTOP)
+                try:
+                    await wait_until(lambda: y.ws.close_code is not None, 10, "client sent on")
+                    assert y.close_code == 1012
+                    assert "moved to worker w-0" in y.close_reason
+                    async with YjsClient.connect(p.url, f"{session}/a.txt") as again:
+                        await again.wait_text("typed before the freeze")
+                finally:
+                    p.workers["w-1"].signal(signal.SIGCONT)
+            assert p.metric("collab_router_handoffs_total") == 1

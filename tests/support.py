@@ -92,11 +92,16 @@ async def run_worker(
 
 
 class WorkerProcess:
-    """``collab worker`` as a real subprocess, for signals and restarts."""
+    """``collab worker`` (or, with ``module="router"``, a router) as a real subprocess."""
 
     def __init__(
-        self, env: dict[str, str], port: int | None = None, log: Path | None = None
+        self,
+        env: dict[str, str],
+        port: int | None = None,
+        log: Path | None = None,
+        module: str = "worker",
     ) -> None:
+        self.module = module
         self.port = port or free_port()
         self.env = {**os.environ, **env, "PORT": str(self.port), "LOG_FORMAT": "json"}
         self.log_path = log
@@ -114,11 +119,15 @@ class WorkerProcess:
         if self.log_path is not None:
             with open(self.log_path, "ab") as out:  # the child keeps its own copy of the fd
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "worker"], env=self.env, cwd=ROOT, stdout=out, stderr=out
+                    [sys.executable, "-m", self.module],
+                    env=self.env,
+                    cwd=ROOT,
+                    stdout=out,
+                    stderr=out,
                 )
         else:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worker"],
+                [sys.executable, "-m", self.module],
                 env=self.env,
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,

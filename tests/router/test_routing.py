@@ -22,7 +22,7 @@ from router.server import run_router
 from router.settings import RouterSettings
 from tests.pool import TOKEN, pool
 from tests.s3server import free_port
-from tests.support import JsonClient, YjsClient, wait_until
+from tests.support import JsonClient, WorkerProcess, YjsClient, wait_until
 
 
 async def join_owner(url: str, session: str) -> str:
@@ -48,20 +48,22 @@ class TestPlacement:
         self, tmp_path: Path
     ) -> None:
         async with pool(tmp_path, 3) as p:
-            second = RouterSettings(
-                host="127.0.0.1",
-                port=free_port(),
-                workers=tuple(p.addresses),
-                admin_token=TOKEN,
-                health_interval_ms=200,
+            # The second router is a separate `python -m router` process (on uvloop).
+            workers = ",".join(f"{host}:{port}" for host, port in p.addresses)
+            other = WorkerProcess(
+                {"WORKERS": workers, "ADMIN_TOKEN": TOKEN, "COLLAB_HOST": "127.0.0.1"},
+                log=tmp_path / "router-2.log",
+                module="router",
             )
-            async with anyio.create_task_group() as tg:
-                other = await tg.start(run_router, second)
-                other_url = f"ws://127.0.0.1:{other.port}"
+            await other.start()
+            try:
                 for i in range(12):
                     session = f"agree-{i}"
-                    assert await join_owner(p.url, session) == await join_owner(other_url, session)
-                tg.cancel_scope.cancel()
+                    assert await join_owner(p.url, session) == await join_owner(other.url, session)
+                async with YjsClient.connect(other.url, "agree-0/a.txt") as y:
+                    await asyncio.wait_for(y.synced.wait(), 5)
+            finally:
+                assert await other.stop() == 0
 
     async def test_both_protocols_reach_the_same_session_on_its_owner(self, tmp_path: Path) -> None:
         async with pool(tmp_path, 3) as p:

@@ -47,7 +47,8 @@ class TestHealth:
             auth = {"authorization": f"Bearer {TOKEN}"}
             await http.post(f"{w1.http}/admin/drain", headers=auth)
             await p.wait_ring({"w-0"})
-            assert p.router.membership.find("w-1").state == "draining"  # type: ignore[union-attr]
+            drained = p.router.membership.find("w-1")
+            assert drained is not None and drained.state == "draining"
             assert p.metric("collab_router_workers", state="draining") == 1
             await http.post(f"{w1.http}/admin/undrain", headers=auth)
             await p.wait_ring({"w-0", "w-1"})

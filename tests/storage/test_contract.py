@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -165,6 +166,30 @@ class TestStoreContract:
             for key in keys:
                 tg.start_soon(put, key)
         assert await store.list("many/") == keys
+
+    async def test_put_if_swaps_only_from_the_version_it_read(self, store: Store) -> None:
+        key = "cas/ref"
+        assert await store.get_versioned(key) is None
+        assert await store.put_if(key, b"one", None)
+        assert not await store.put_if(key, b"again", None)  # exists now
+        current = await store.get_versioned(key)
+        assert current is not None and current[0] == b"one"
+        assert await store.put_if(key, b"two", current[1])
+        assert not await store.put_if(key, b"stale", current[1])  # moved since
+        assert await store.get(key) == b"two"
+        assert await store.list("cas/") == ["cas/ref"]  # nothing else shows
+
+    async def test_concurrent_swaps_from_one_version_have_one_winner(self, store: Store) -> None:
+        key = "cas/race"
+        await store.put_if(key, b"base", None)
+        base = await store.get_versioned(key)
+        assert base is not None
+        results = await asyncio.gather(
+            *(store.put_if(key, f"writer-{i}".encode(), base[1]) for i in range(8))
+        )
+        assert results.count(True) == 1
+        winner = results.index(True)
+        assert await store.get(key) == f"writer-{winner}".encode()
 
     async def test_check_passes_on_a_healthy_store(self, store: Store) -> None:
         """Readiness probe succeeds when the backend is reachable."""

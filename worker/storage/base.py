@@ -123,6 +123,18 @@ class Store(Protocol):
         """Store the object atomically: a reader sees all of ``data`` or the previous state."""
         ...
 
+    async def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object and an opaque version of it (for ``put_if``), or ``None``."""
+        ...
+
+    async def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+        """Compare-and-swap: store ``data`` only if the object is still at ``version`` (``None``:
+        only if it does not exist); False, and nothing written, when it moved meanwhile.
+
+        For the few mutable objects (a git branch ref); write them only through here.
+        """
+        ...
+
     async def delete(self, key: str) -> None:
         """Remove the object; deleting a missing key is a no-op."""
         ...
@@ -170,6 +182,12 @@ class InstrumentedStore:
 
     async def put(self, key: str, data: bytes) -> None:
         await self._counted("put", self.inner.put(key, data))
+
+    async def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        return await self._counted("get", self.inner.get_versioned(key))
+
+    async def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+        return await self._counted("put_if", self.inner.put_if(key, data, version))
 
     async def delete(self, key: str) -> None:
         await self._counted("delete", self.inner.delete(key))

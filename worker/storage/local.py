@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import hashlib
 import itertools
 import os
 from pathlib import Path
@@ -95,6 +97,19 @@ class LocalStore:
         finally:
             self._writers -= 1
 
+    async def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        data = await self.get(key)
+        return None if data is None else (data, _version(data))
+
+    async def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+        path = self._path(key)
+        try:
+            return await anyio.to_thread.run_sync(
+                _put_if, path, bytes(data), version, self._fsync, limiter=self._limiter
+            )
+        except OSError as exc:
+            raise StorageUnavailable("put_if", key, exc) from exc
+
     async def delete(self, key: str) -> None:
         path = self._path(key)
         try:
@@ -168,6 +183,28 @@ def _write_atomic(path: Path, data: bytes, fsync: bool) -> None:
         raise
     if fsync:
         _fsync_dir(directory)
+
+
+def _version(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _put_if(path: Path, data: bytes, version: str | None, fsync: bool) -> bool:
+    """Compare and swap under an exclusive lock file that every process on this root shares
+    (``collab up`` runs several workers over one directory)."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    lock = f"{directory}/{_TMP_PREFIX}{os.path.basename(path)}.lock"  # hidden from list()
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        current = _read(path)
+        if (None if current is None else _version(current)) != version:
+            return False
+        _write_atomic(path, data, fsync)
+        return True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _fsync_dir(directory: str) -> None:

@@ -100,6 +100,52 @@ class MinioStore:
 
         await self._call("put", key, put)
 
+    async def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        check_key(key)
+
+        async def get() -> tuple[bytes, str] | None:
+            try:
+                response = await self._client.get_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code == "NoSuchKey":
+                    return None
+                raise
+            try:
+                data: bytes = await response.read()
+                etag = response.headers.get("ETag", "").strip('"')
+            finally:
+                response.release()
+            return data, etag
+
+        return await self._call("get", key, get)
+
+    async def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+        """A conditional PUT (``If-Match`` / ``If-None-Match: *``; S3 since 2024, MinIO).
+
+        miniopy-async's ``put_object`` would turn these headers into user metadata, so the
+        request goes through its lower-level call.
+        """
+        check_key(key)
+        condition = {"If-None-Match": "*"} if version is None else {"If-Match": f'"{version}"'}
+
+        async def put() -> bool:
+            try:
+                response = await self._client._execute(  # private API: see the docstring
+                    "PUT",
+                    self.bucket,
+                    key,
+                    body=data,
+                    headers={"Content-Type": "application/octet-stream", **condition},
+                )
+            except S3Error as exc:
+                if exc.code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
+                    return False
+                raise
+            response.release()
+            return True
+
+        return await self._call("put_if", key, put)
+
     async def delete(self, key: str) -> None:
         check_key(key)
 

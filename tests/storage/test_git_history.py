@@ -1,0 +1,104 @@
+"""Git history in storage: packs first, ref last, and concurrent committers lose nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker.commits import commit_session, sync_packs
+from worker.committer import Person
+from worker.storage import SessionStore, Store
+
+ALICE, BOB = Person.for_user("alice"), Person.for_user("bob")
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
+async def checked_out(store: SessionStore, session: str, where: Path) -> Path:
+    """A fresh repository rebuilt from storage alone, with the branch at the stored ref."""
+    await sync_packs(store, session, where)
+    ref = await store.read_ref(session)
+    assert ref is not None
+    git(where, "update-ref", "refs/heads/main", ref[0])
+    git(where, "symbolic-ref", "HEAD", "refs/heads/main")
+    git(where, "fsck", "--strict")
+    return where
+
+
+class RaceAtSwap:
+    """The real store, except that the first two ref swaps wait for each other."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.barrier = asyncio.Barrier(2)
+        self.swaps = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+        self.swaps += 1
+        if self.swaps <= 2:
+            await asyncio.wait_for(self.barrier.wait(), 10)
+        return await self.inner.put_if(key, data, version)
+
+
+class TestGitHistory:
+    async def test_commits_continue_on_top_of_the_stored_history(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        sessions = SessionStore(store, "w-a")
+        first = await commit_session(sessions, "s", tmp_path / "a.git", {"a.txt": b"1"}, ALICE)
+        assert first.sha is not None and not first.merged
+        unchanged = await commit_session(sessions, "s", tmp_path / "a.git", {"a.txt": b"1"}, BOB)
+        assert unchanged.sha is None
+        # Another worker, with an empty local cache, continues the same branch.
+        other = SessionStore(store, "w-b")
+        second = await commit_session(other, "s", tmp_path / "b.git", {"a.txt": b"2"}, BOB)
+        assert second.sha is not None
+        repo = await checked_out(sessions, "s", tmp_path / "check.git")
+        assert git(repo, "log", "--format=%H").split() == [second.sha, first.sha]
+        assert git(repo, "show", "HEAD:a.txt") == "2"
+
+    async def test_two_committers_from_one_base_both_end_up_in_history(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        base_store = SessionStore(store, "w-0")
+        base = await commit_session(base_store, "s", tmp_path / "0.git", {"a": b"base"}, ALICE)
+        assert base.sha is not None
+        # Both committers read the same ref before either swaps it: a real race, every time.
+        racing = RaceAtSwap(store)
+        one, two = SessionStore(racing, "w-1"), SessionStore(racing, "w-2")
+        results = await asyncio.gather(
+            commit_session(one, "s", tmp_path / "1.git", {"a": b"one", "x": b"1"}, ALICE),
+            commit_session(two, "s", tmp_path / "2.git", {"a": b"two", "y": b"2"}, BOB),
+        )
+        assert sorted(r.merged for r in results) == [False, True]
+        winner = next(r for r in results if not r.merged)
+        merge = next(r for r in results if r.merged)
+        repo = await checked_out(base_store, "s", tmp_path / "check.git")
+        history = git(repo, "log", "--format=%H").split()
+        assert history[0] == merge.sha
+        parents = git(repo, "show", "-s", "--format=%P", "HEAD").split()
+        assert parents[0] == winner.sha and len(parents) == 2  # the loser's own commit
+        assert {base.sha, winner.sha, parents[1]} <= set(history)
+        # The merge's tree is the merging committer's live state (CRDT-merged already).
+        expected = ["a", "x"] if results[0].merged else ["a", "y"]
+        assert sorted(git(repo, "ls-tree", "--name-only", "HEAD").split()) == expected
+
+    async def test_a_corrupt_ref_is_reported_not_overwritten(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        sessions = SessionStore(store, "w-a")
+        await store.put("sessions/s/git/refs/heads/main", b"not a sha\n")
+        with pytest.raises(Exception, match="not a commit id"):
+            await commit_session(sessions, "s", tmp_path / "a.git", {"a": b"1"}, ALICE)
+        assert await store.get("sessions/s/git/refs/heads/main") == b"not a sha\n"

@@ -181,6 +181,36 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
         )
         return JSONResponse({"worker": settings.worker_id, **result})
 
+    async def admin_commit(request: Request) -> Response:
+        manager = worker(request).manager
+        session_id = request.path_params["session"]
+        session = manager.sessions.get(session_id)
+        if session is None:
+            return JSONResponse(
+                {"error": f"session {session_id} is not live on worker {settings.worker_id}"},
+                status_code=404,
+            )
+        if not session.is_git:
+            return JSONResponse(
+                {"error": f"session {session_id} has no git history; nothing is committed"},
+                status_code=409,
+            )
+        try:
+            outcome = await manager.commit(session, force=True)
+        except Exception as exc:
+            return JSONResponse({"error": f"commit failed: {exc}"}, status_code=503)
+        assert outcome is not None
+        return JSONResponse(
+            {
+                "worker": settings.worker_id,
+                "sessionId": session_id,
+                "commit": outcome.sha,
+                "changed": list(outcome.changed),
+                "merged": outcome.merged,
+                "result": "committed" if outcome.sha else "nothing changed",
+            }
+        )
+
     async def index(request: Request) -> Response:
         return JSONResponse(
             {
@@ -202,6 +232,11 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
         Route(
             "/admin/sessions/{session}/handoff",
             require_admin(token, admin_handoff),
+            methods=["POST"],
+        ),
+        Route(
+            "/admin/sessions/{session}/commit",
+            require_admin(token, admin_commit),
             methods=["POST"],
         ),
         Route("/admin/drain", require_admin(token, admin_drain), methods=["POST"]),

@@ -53,6 +53,12 @@ class WorkerMetrics:
             registry=r,
         )
         self.commits = Counter("collab_commits_total", "Auto-commits", ["outcome"], registry=r)
+        self.commit_seconds = Histogram(
+            "collab_commit_seconds",
+            "Time to commit a session to its git history (objects and ref)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.draining = Gauge("collab_worker_draining", "1 while the worker drains", registry=r)
         self.event_loop_lag = Gauge(
             "collab_event_loop_lag_seconds", "How late the event loop ran a timer", registry=r

@@ -91,6 +91,11 @@ class Session:
         self.idle_since: float | None = time.monotonic()
         self.segments_since_compact = 0
         self.users: set[str] = set()
+        # Auto-commit (git sessions only): who edited since the last commit, in order of their
+        # last edit, and when the last edit came (the cooldown runs from there).
+        self.is_git = False
+        self.editors: dict[str, float] = {}
+        self.last_edit: float | None = None
         self.index = self.doc(INDEX_DOC).get(FILES, type=Map)
         # A plain-set mirror of the index's keys: checked on every update, changed only here.
         self._listed: set[str] = set(self.index.keys())
@@ -114,6 +119,10 @@ class Session:
 
     def has_file(self, path: str) -> bool:
         return path in self._listed
+
+    def snapshot_files(self) -> dict[str, bytes]:
+        """Every file's current text, as the bytes a commit stores."""
+        return {path: str(self.text(path)).encode() for path in self.file_paths()}
 
     def file_paths(self) -> list[str]:
         return sorted(self._listed)
@@ -238,6 +247,8 @@ class Session:
         self.pending_bytes += len(update)
         self.last_activity = now
         self.users.add(user)
+        self.editors.pop(user, None)
+        self.editors[user] = self.last_edit = time.monotonic()
         if origin is not None and name != INDEX_DOC:  # file operations log themselves
             burst = self._bursts.get(name)
             if burst is None:

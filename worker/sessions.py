@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -19,6 +20,8 @@ import structlog
 from pycrdt import merge_updates
 
 from .client import CLOSE_RESTART
+from .commits import CommitConflict, CommitOutcome, commit_session
+from .committer import CommitterError, Person
 from .metrics import WorkerMetrics
 from .session import Session, iso_time
 from .settings import Settings
@@ -56,6 +59,8 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self._loading: dict[str, asyncio.Task[Session]] = {}
         self._flush: defaultdict[str, _FlushState] = defaultdict(_FlushState)
+        self._commit_locks: dict[str, asyncio.Lock] = {}
+        self._committing: set[str] = set()
         self.draining = False
         self.storage_ok = True
         self.storage_error: str | None = None
@@ -89,6 +94,7 @@ class SessionManager:
         started = time.perf_counter()
         try:
             loaded = await self.store.load(session_id)
+            meta = await self.store.get_meta(session_id)
         except CorruptObject as exc:
             log.error("session_load_failed", session=session_id, error=str(exc))
             raise SessionUnavailable(
@@ -99,6 +105,7 @@ class SessionManager:
             log.warning("session_load_failed", session=session_id, error=str(exc))
             raise SessionUnavailable(f"storage unavailable ({exc}); retry shortly") from None
         session = Session(session_id, loaded.docs, self.settings.worker_id, self.metrics)
+        session.is_git = meta is not None and meta.is_git_repo
         if self.draining:
             raise SessionUnavailable(
                 "worker is draining; reconnect to reach the new owner", draining=True
@@ -254,7 +261,18 @@ class SessionManager:
                 await self.unload(session)
 
     async def unload(self, session: Session) -> bool:
-        """Flush, compact, forget; a session that gained a client or cannot flush stays."""
+        """Flush, compact, forget; a session that gained a client or cannot flush stays.
+
+        A git session's uncommitted edits are committed first: nobody is editing any more, so
+        its cooldown would only run out after the session is gone.
+        """
+        if session.is_git and session.editors:
+            try:
+                await self.commit(session)
+            except StorageError:
+                return False  # storage is down: keep the session, try again later
+            except Exception:  # logged in commit(); the edits are durable in storage anyway
+                pass
         if not await self.flush(session, with_log=True):
             return False
         if session.client_count or session.dirty:
@@ -285,6 +303,68 @@ class SessionManager:
             await self.store.put_meta(session.id, meta)
         except StorageError as exc:
             log.warning("meta_save_failed", session=session.id, error=str(exc))
+
+    # --- auto-commit ----------------------------------------------------------------------
+
+    async def commit(self, session: Session, *, force: bool = False) -> CommitOutcome | None:
+        """Commits the session's files to its git history; None if it is not a git session.
+
+        The author is the user who edited last; everyone else who edited since the previous
+        commit is a co-author. Edits that arrive while the commit runs stay for the next one.
+        """
+        if not session.is_git:
+            return None
+        lock = self._commit_locks.setdefault(session.id, asyncio.Lock())
+        async with lock:
+            if not session.editors and not force:
+                return CommitOutcome(None)
+            started = time.monotonic()
+            editors = dict(session.editors)
+            names = list(editors)
+            author = Person.for_user(names[-1] if names else "collab")
+            coauthors = [Person.for_user(n) for n in names[:-1]]
+            repo_dir = self.settings.workspace_dir / session.id / "repo.git"
+            try:
+                outcome = await commit_session(
+                    self.store, session.id, repo_dir, session.snapshot_files(), author, coauthors
+                )
+            except (StorageError, CommitConflict, CommitterError, OSError) as exc:
+                self.metrics.commits.labels("error").inc()
+                log.error("commit_failed", session=session.id, error=str(exc))
+                raise
+            finally:
+                self.metrics.commit_seconds.observe(time.monotonic() - started)
+            for user, at in editors.items():
+                if session.editors.get(user) == at:
+                    del session.editors[user]
+            self.metrics.commits.labels("ok" if outcome.sha else "unchanged").inc()
+            return outcome
+
+    async def commit_due(
+        self, spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], object]
+    ) -> None:
+        """Starts a commit for every git session whose cooldown has passed since its last edit."""
+        cooldown = self.settings.cooldown_ms / 1000
+        now = time.monotonic()
+        for session in self.sessions.values():
+            if (
+                session.is_git
+                and session.editors
+                and session.last_edit is not None
+                and now - session.last_edit >= cooldown
+                and session.id not in self._committing
+            ):
+                self._committing.add(session.id)
+
+                async def one(s: Session = session) -> None:
+                    try:
+                        await self.commit(s)
+                    except Exception:  # logged and counted in commit(); retried next cooldown
+                        s.last_edit = time.monotonic()
+                    finally:
+                        self._committing.discard(s.id)
+
+                spawn(one)
 
     # --- draining --------------------------------------------------------------------------
 
@@ -352,15 +432,17 @@ class SessionManager:
         log.info("undrained")
 
     async def run(self) -> None:
-        """The worker's background duty: group-commit, lag metrics, idle unload."""
+        """The worker's background duty: group-commit, lag metrics, idle unload, auto-commit."""
         tick = self.settings.flush_interval_ms / 1000 / 4
-        while True:
-            await anyio.sleep(tick)
-            try:
-                await self.flush_due(tick)
-                await self.reap_idle()
-            except Exception:
-                # A bug here must not stop durability for every other session: log it loudly,
-                # count it, and try again next interval (pending updates stay in memory).
-                self.metrics.flush_errors.inc()
-                log.exception("flush_loop_error")
+        async with anyio.create_task_group() as commits:
+            while True:
+                await anyio.sleep(tick)
+                try:
+                    await self.flush_due(tick)
+                    await self.reap_idle()
+                    await self.commit_due(commits.start_soon)
+                except Exception:
+                    # A bug here must not stop durability for every other session: log it
+                    # loudly, count it, and try again next interval (updates stay in memory).
+                    self.metrics.flush_errors.inc()
+                    log.exception("flush_loop_error")

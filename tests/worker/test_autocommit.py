@@ -1,0 +1,165 @@
+"""Auto-commit of git sessions: cooldown, authorship, exclusions, forced commits."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support import JsonClient, run_worker, settings_for
+from worker.commits import sync_packs
+from worker.settings import StorageSettings
+from worker.storage import LocalStore, SessionMeta, SessionStore
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
+async def history(storage: Path, session: str, where: Path) -> Path:
+    store = SessionStore(LocalStore(storage), "reader")
+    await sync_packs(store, session, where)
+    ref = await store.read_ref(session)
+    assert ref is not None
+    git(where, "update-ref", "refs/heads/main", ref[0])
+    git(where, "symbolic-ref", "HEAD", "refs/heads/main")
+    return where
+
+
+async def make_git_session(storage: Path, session: str) -> None:
+    await SessionStore(LocalStore(storage), "setup").put_meta(
+        session, SessionMeta.new(is_git_repo=True)
+    )
+
+
+async def ref_of(storage: Path, session: str) -> str | None:
+    ref = await SessionStore(LocalStore(storage), "reader").read_ref(session)
+    return None if ref is None else ref[0]
+
+
+class TestAutoCommit:
+    async def test_after_the_cooldown_the_last_editor_commits_with_co_authors(
+        self, tmp_path: Path
+    ) -> None:
+        storage = tmp_path / "storage"
+        await make_git_session(storage, "g")
+        settings = settings_for(
+            StorageSettings(storage_dir=storage),
+            workspace_dir=tmp_path / "ws",
+            cooldown_ms=1_000,
+        )
+        async with (
+            run_worker(settings),
+            JsonClient.connect(f"ws://127.0.0.1:{settings.port}") as bob,
+            JsonClient.connect(f"ws://127.0.0.1:{settings.port}") as alice,
+        ):
+            await bob.join("g", "bob")
+            await alice.join("g", "alice")
+            await bob.file_op(type="create", path="src/b.py", content="b = 1\n")
+            await alice.file_op(type="create", path="src/a.py", content="a = 1\n")
+            await alice.file_op(type="create", path=".collaboration/x", content="no")
+            await asyncio.sleep(0.1)
+            assert await ref_of(storage, "g") is None  # still inside the cooldown
+            sha = None
+            deadline = time.monotonic() + 5
+            while sha is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                sha = await ref_of(storage, "g")
+            assert sha is not None
+        repo = await history(storage, "g", tmp_path / "check.git")
+        body = git(repo, "log", "-1", "--format=%an%n%B")
+        assert body.startswith("alice\nAuto-commit by user alice\n\nChanges: src/a.py, src/b.py")
+        assert "Co-authored-by: bob <bob@users.collab.invalid>" in body
+        assert git(repo, "ls-tree", "-r", "--name-only", "HEAD").split() == [
+            "src/a.py",
+            "src/b.py",
+        ]
+        git(repo, "fsck", "--strict")
+
+    async def test_an_edit_during_the_cooldown_restarts_it(self, tmp_path: Path) -> None:
+        storage = tmp_path / "storage"
+        await make_git_session(storage, "g")
+        settings = settings_for(
+            StorageSettings(storage_dir=storage), workspace_dir=tmp_path / "ws", cooldown_ms=1_500
+        )
+        async with run_worker(settings), JsonClient.connect(f"ws://127.0.0.1:{settings.port}") as c:
+            await c.join("g", "alice")
+            content = ""
+            for i in range(8):  # 200 ms apart: each well inside the last one's cooldown
+                content += f"{i}\n"
+                await c.file_op(type="update" if i else "create", path="a.txt", content=content)
+                await asyncio.sleep(0.2)
+                assert await ref_of(storage, "g") is None, f"committed during edit {i}"
+            deadline = time.monotonic() + 5
+            while await ref_of(storage, "g") is None:
+                assert time.monotonic() < deadline, "no commit after the cooldown"
+                await asyncio.sleep(0.1)
+
+    async def test_a_session_without_git_history_is_never_committed(self, tmp_path: Path) -> None:
+        storage = tmp_path / "storage"
+        settings = settings_for(
+            StorageSettings(storage_dir=storage), workspace_dir=tmp_path / "ws", cooldown_ms=100
+        )
+        async with run_worker(settings) as w, JsonClient.connect(w.url) as c:
+            await c.join("plain", "alice")
+            await c.file_op(type="create", path="a.txt", content="x")
+            await asyncio.sleep(0.6)
+            assert await ref_of(storage, "plain") is None
+            assert not (tmp_path / "ws" / "plain").exists()
+
+    async def test_a_forced_commit_returns_its_id_then_nothing_changed(
+        self, tmp_path: Path
+    ) -> None:
+        storage = tmp_path / "storage"
+        await make_git_session(storage, "g")
+        settings = settings_for(
+            StorageSettings(storage_dir=storage),
+            workspace_dir=tmp_path / "ws",
+            cooldown_ms=3_600_000,
+            admin_token="t",
+        )
+        auth = {"authorization": "Bearer t"}
+        async with (
+            run_worker(settings) as w,
+            JsonClient.connect(w.url) as c,
+            httpx.AsyncClient() as http,
+        ):
+            await c.join("g", "alice")
+            await c.file_op(type="create", path="a.txt", content="x")
+            first = (await http.post(f"{w.http}/admin/sessions/g/commit", headers=auth)).json()
+            assert first["result"] == "committed" and first["commit"] == await ref_of(storage, "g")
+            assert first["changed"] == ["a.txt"]
+            again = (await http.post(f"{w.http}/admin/sessions/g/commit", headers=auth)).json()
+            assert again == {**again, "result": "nothing changed", "commit": None}
+            missing = await http.post(f"{w.http}/admin/sessions/nope/commit", headers=auth)
+            assert missing.status_code == 404
+            metrics = (await http.get(f"{w.http}/metrics")).text
+            assert 'collab_commits_total{outcome="ok"} 1.0' in metrics
+            assert 'collab_commits_total{outcome="unchanged"} 1.0' in metrics
+            assert "collab_commit_seconds_count 2.0" in metrics
+
+    async def test_an_idle_session_is_committed_before_it_unloads(self, tmp_path: Path) -> None:
+        storage = tmp_path / "storage"
+        await make_git_session(storage, "g")
+        settings = settings_for(
+            StorageSettings(storage_dir=storage),
+            workspace_dir=tmp_path / "ws",
+            cooldown_ms=3_600_000,  # far longer than the session stays loaded
+            session_idle_ms=200,
+        )
+        async with run_worker(settings) as w:
+            async with JsonClient.connect(w.url) as c:
+                await c.join("g", "carol")
+                await c.file_op(type="create", path="notes.md", content="# kept\n")
+            deadline = time.monotonic() + 5
+            while "g" in w.manager.sessions:
+                assert time.monotonic() < deadline, "session never unloaded"
+                await asyncio.sleep(0.05)
+        repo = await history(storage, "g", tmp_path / "check.git")
+        assert git(repo, "log", "-1", "--format=%an").strip() == "carol"
+        assert git(repo, "show", "HEAD:notes.md") == "# kept\n"

@@ -8,11 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 import typer
 
 from router.settings import RouterSettings
 from worker.settings import ConfigError, Settings
+from worker.storage import StorageError, validate_session_id
 
+from .display import emit
+from .storage import session_store
 from .up import Up
 
 app = typer.Typer(
@@ -108,6 +112,54 @@ def up(
         typer.echo(f"collab up: {exc}", err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(Up(workers, port, host, data_dir).run())
+
+
+LOG_COLUMNS = (
+    ("ts", "TIME"),
+    ("userId", "USER"),
+    ("worker", "WORKER"),
+    ("op", "OP"),
+    ("path", "PATH"),
+    ("bytes", "BYTES"),
+)
+
+
+@app.command()
+def log(
+    session: Annotated[str, typer.Argument(help="Session id.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new entries.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    interval: Annotated[float, typer.Option(help="--follow: seconds between polls.")] = 1.0,
+) -> None:
+    """The session's operations log, in order, across all workers (reads storage directly)."""
+    raise typer.Exit(anyio.run(_log, session, follow, as_json, interval))
+
+
+async def _log(session: str, follow: bool, as_json: bool, interval: float) -> int:
+    try:
+        validate_session_id(session)
+        async with session_store() as store:
+            if not await store.session_exists(session):
+                typer.echo(f"collab log: no session {session!r} in storage", err=True)
+                return 1
+            seen: set[str] = set()
+            first = True
+            while True:
+                entries, keys = await store.read_log_since(session, seen)
+                seen.update(keys)
+                emit(entries, LOG_COLUMNS, as_json=as_json, header=first)
+                first = first and not entries
+                if not follow:
+                    return 0
+                await anyio.sleep(interval)
+    except (ValueError, ConfigError) as exc:
+        typer.echo(f"collab log: {exc}", err=True)
+        return 2
+    except StorageError as exc:
+        typer.echo(f"collab log: {exc}", err=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from .endpoints.yjs import yjs_endpoint
 from .metrics import WorkerMetrics
 from .sessions import SessionManager
 from .settings import Settings
-from .storage import InstrumentedStore, SessionStore, Store, open_store
+from .storage import InstrumentedStore, SessionStore, Store, store_for
 
 log = structlog.get_logger("worker.app")
 
@@ -53,20 +53,7 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        cfg = settings.storage
-        raw = (
-            store
-            if store is not None
-            else open_store(
-                endpoint=cfg.minio_endpoint,
-                port=cfg.minio_port,
-                bucket=cfg.minio_bucket,
-                access_key=cfg.minio_access_key or "",
-                secret_key=cfg.minio_secret_key or "",
-                secure=cfg.minio_secure,
-                storage_dir=cfg.storage_dir,
-            )
-        )
+        raw = store if store is not None else store_for(settings.storage)
         session_store = SessionStore(
             InstrumentedStore(raw, metrics.storage_request), settings.worker_id
         )

@@ -31,6 +31,7 @@ from worker.storage.sessions import (
 )
 
 if TYPE_CHECKING:
+    from worker.settings import StorageSettings
     from worker.storage.minio import MinioStore
 
 
@@ -93,3 +94,17 @@ def open_store(
     if on_request is not None:
         store = InstrumentedStore(store, on_request)
     return store
+
+
+def store_for(cfg: StorageSettings, on_request: OnRequest | None = None) -> Store:
+    """The store ``cfg`` describes (the worker and the CLI open storage the same way)."""
+    return open_store(
+        endpoint=cfg.minio_endpoint,
+        port=cfg.minio_port,
+        bucket=cfg.minio_bucket,
+        access_key=cfg.minio_access_key or "",
+        secret_key=cfg.minio_secret_key or "",
+        secure=cfg.minio_secure,
+        storage_dir=cfg.storage_dir,
+        on_request=on_request,
+    )

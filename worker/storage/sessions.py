@@ -30,7 +30,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -245,8 +245,16 @@ class SessionStore:
 
     async def read_log(self, session_id: str) -> list[dict[str, Any]]:
         """Every log entry of every worker, ordered by ts (ties: segment key, then line)."""
+        entries, _ = await self.read_log_since(session_id)
+        return entries
+
+    async def read_log_since(
+        self, session_id: str, skip: Collection[str] = ()
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Like ``read_log`` over the segments not in ``skip``, and the segment keys it read
+        (``collab log --follow`` polls with what it has already shown)."""
         prefix = _prefix(session_id)
-        keys = await self.store.list(prefix + LOG)
+        keys = [k for k in await self.store.list(prefix + LOG) if k not in skip]
         fetched = await self._get_many(keys)
         rows: list[tuple[str, str, int, dict[str, Any]]] = []
         for key in keys:
@@ -255,7 +263,7 @@ class SessionStore:
                 for index, entry in enumerate(_parse_log(key, data)):
                     rows.append((entry["ts"], key, index, entry))
         rows.sort(key=lambda row: row[:3])
-        return [row[3] for row in rows]
+        return [row[3] for row in rows], keys
 
     # -- metadata and listing --------------------------------------------------------------
 

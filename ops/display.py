@@ -1,0 +1,47 @@
+"""The one way commands print results: a readable table by default, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """``columns`` are (key, heading); values are shown as text, missing ones as ``-``."""
+    cells = [[heading for _, heading in columns]]
+    for row in rows:
+        cells.append([_text(row.get(key)) for key, _ in columns])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in cells
+    ]
+    return "\n".join(lines)
+
+
+def emit(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    *,
+    as_json: bool,
+    out: TextIO = sys.stdout,
+    header: bool = True,
+) -> None:
+    """Prints rows: one JSON object per line with ``as_json``, else a table."""
+    if as_json:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    elif rows:
+        text = table(rows, columns)
+        out.write((text if header else text.split("\n", 1)[-1]) + "\n")
+    out.flush()
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)

@@ -15,6 +15,7 @@ from router.settings import RouterSettings
 from worker.settings import ConfigError, Settings
 from worker.storage import StorageError, validate_session_id
 
+from . import transfer
 from .display import emit
 from .storage import session_store
 from .up import Up
@@ -112,6 +113,57 @@ def up(
         typer.echo(f"collab up: {exc}", err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(Up(workers, port, host, data_dir).run())
+
+
+@app.command("import")
+def import_(
+    session: Annotated[str, typer.Argument(help="New session id.")],
+    directory: Annotated[Path, typer.Argument(help="Directory to import (its .git too).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """A directory into storage as a session: text files, binary files, and its git history."""
+    raise typer.Exit(anyio.run(_transfer, "import", session, directory, as_json))
+
+
+@app.command("export")
+def export(
+    session: Annotated[str, typer.Argument(help="Session id.")],
+    directory: Annotated[Path, typer.Argument(help="New or empty directory to write.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """A session out of storage as a working tree with its full git history."""
+    raise typer.Exit(anyio.run(_transfer, "export", session, directory, as_json))
+
+
+async def _transfer(verb: str, session: str, directory: Path, as_json: bool) -> int:
+    def progress(phase: str, done: int, total: int) -> None:
+        typer.echo(f"\r{verb}: {phase} {done}/{total}", err=True, nl=done == total)
+
+    try:
+        validate_session_id(session)
+        async with session_store() as store:
+            run = transfer.import_dir if verb == "import" else transfer.export_dir
+            result = await run(store, session, directory, progress)
+    except (ValueError, ConfigError) as exc:
+        typer.echo(f"collab {verb}: {exc}", err=True)
+        return 2
+    except (transfer.TransferError, StorageError) as exc:
+        typer.echo(f"collab {verb}: {exc}", err=True)
+        return 1
+    row = {
+        "sessionId": session,
+        "directory": str(directory),
+        "textFiles": result.texts,
+        "binaryFiles": result.binaries,
+        "bytes": result.bytes,
+        "gitHead": result.head,
+    }
+    emit(
+        [row],
+        [(k, k) for k in ("sessionId", "textFiles", "binaryFiles", "bytes", "gitHead")],
+        as_json=as_json,
+    )
+    return 0
 
 
 LOG_COLUMNS = (

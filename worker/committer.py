@@ -15,9 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dulwich.index import build_index_from_tree
 from dulwich.object_format import DEFAULT_OBJECT_FORMAT
 from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
 from dulwich.pack import write_pack_objects
+from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 EXCLUDED_PREFIXES = (".collaboration/", ".git/")
@@ -197,3 +199,47 @@ def _unique(objects: Iterable[ShaFile]) -> list[ShaFile]:
             seen.add(obj.id)
             out.append(obj)
     return out
+
+
+def pack_repository(path: Path) -> tuple[bytes, str | None, int]:
+    """Every object of the git repository at ``path`` as one pack, its HEAD commit (None for
+    a repository without commits), and the number of objects."""
+    repo = Repo(str(path))
+    try:
+        store = repo.object_store
+        objects = [store[sha] for sha in store]
+        try:
+            head: str | None = repo.head().decode()
+        except KeyError:
+            head = None
+        buffer = io.BytesIO()
+        write_pack_objects(buffer, objects, DEFAULT_OBJECT_FORMAT)
+        return buffer.getvalue(), head, len(objects)
+    finally:
+        repo.close()
+
+
+def checkout(dest: Path, packs: Iterable[bytes], head: str, files: Mapping[str, bytes]) -> None:
+    """A work tree at ``dest`` (empty): the history from ``packs``, branch ``main`` at ``head``
+    with its index, then the files set to ``files`` (the live state), so ``git status`` shows
+    exactly what changed since the last commit."""
+    repo = Repo.init(str(dest))
+    try:
+        for data in packs:
+            add_pack(repo, data)
+        repo.refs[Ref(b"refs/heads/main")] = ObjectID(head.encode())
+        repo.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(b"refs/heads/main"))
+        commit_obj = repo.object_store[ObjectID(head.encode())]
+        assert isinstance(commit_obj, Commit)
+        build_index_from_tree(repo.path, repo.index_path(), repo.object_store, commit_obj.tree)
+        committed = tree_files(repo, commit_obj.tree)
+    finally:
+        repo.close()
+    for path in committed.keys() - files.keys():
+        (dest / path).unlink(missing_ok=True)
+    for path, data in files.items():
+        target = dest / path
+        if target.is_file() and target.read_bytes() == data:
+            continue  # untouched: its index entry stays valid
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)

@@ -88,6 +88,8 @@ def apply_operation(
     kind = op.get("type")
     if kind in ("create", "update"):
         path = _path(op.get("path"))
+        if session.binary_entry(path) is not None:
+            raise FileOpError(f"{path!r} is a binary file; it cannot be written as text")
         content = op.get("content")
         if content is None:
             content = "" if kind == "create" else None
@@ -115,6 +117,12 @@ def apply_operation(
             raise FileOpError("'oldPath' and 'newPath' are the same")
         if not session.has_file(old):
             raise FileOpError(f"no file at {old!r} to rename")
+        binary = session.binary_entry(old)
+        if binary is not None:
+            session.list_entry(new, dict(binary), user)
+            session.unlist(old, user)
+            session.log("rename", user, new, int(binary.get("size", 0)), oldPath=old)
+            return 0
         content = str(session.text(old))
         with session.local_edit(new, user) as doc:
             apply_text(doc.get("content", type=Text), content)
@@ -146,8 +154,9 @@ def list_files(session: Session, prefix: object) -> list[str]:
 
 
 def read_file(session: Session, path: object, shadows: Shadows | None = None) -> str | None:
+    """A text file's content; None for a missing or a binary file (see ``binary_entry``)."""
     checked = check_path(path)
-    if not session.has_file(checked):
+    if not session.has_file(checked) or session.binary_entry(checked) is not None:
         return None
     if shadows is not None:
         shadows.remember(checked, session.copy_doc(checked))

@@ -120,9 +120,24 @@ class Session:
     def has_file(self, path: str) -> bool:
         return path in self._listed
 
-    def snapshot_files(self) -> dict[str, bytes]:
-        """Every file's current text, as the bytes a commit stores."""
-        return {path: str(self.text(path)).encode() for path in self.file_paths()}
+    def binary_entry(self, path: str) -> dict[str, Any] | None:
+        """The index entry of a binary file (kept byte-exact as a blob in storage), else None."""
+        if path not in self._listed:
+            return None
+        entry = self.index.get(path)
+        return entry if isinstance(entry, dict) and entry.get("type") == "binary" else None
+
+    def snapshot_files(self) -> tuple[dict[str, bytes], dict[str, str]]:
+        """(every text file's current bytes, every binary file's blob sha256) for a commit."""
+        texts: dict[str, bytes] = {}
+        blobs: dict[str, str] = {}
+        for path in self.file_paths():
+            entry = self.binary_entry(path)
+            if entry is not None:
+                blobs[path] = str(entry.get("sha256"))
+            else:
+                texts[path] = str(self.text(path)).encode()
+        return texts, blobs
 
     def file_paths(self) -> list[str]:
         return sorted(self._listed)
@@ -232,6 +247,12 @@ class Session:
             with self.local_edit(INDEX_DOC, user):
                 self.index[path] = {"type": "text", "created": int(time.time() * 1000), "by": user}
             self._listed.add(path)
+
+    def list_entry(self, path: str, entry: dict[str, Any], user: str) -> None:
+        """Lists ``path`` with ``entry`` as it is (a binary file's entry moving on rename)."""
+        with self.local_edit(INDEX_DOC, user):
+            self.index[path] = entry
+        self._listed.add(path)
 
     def unlist(self, path: str, user: str) -> None:
         if path in self._listed:

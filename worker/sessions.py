@@ -94,7 +94,6 @@ class SessionManager:
         started = time.perf_counter()
         try:
             loaded = await self.store.load(session_id)
-            meta = await self.store.get_meta(session_id)
         except CorruptObject as exc:
             log.error("session_load_failed", session=session_id, error=str(exc))
             raise SessionUnavailable(
@@ -105,7 +104,7 @@ class SessionManager:
             log.warning("session_load_failed", session=session_id, error=str(exc))
             raise SessionUnavailable(f"storage unavailable ({exc}); retry shortly") from None
         session = Session(session_id, loaded.docs, self.settings.worker_id, self.metrics)
-        session.is_git = meta is not None and meta.is_git_repo
+        session.is_git = loaded.meta is not None and loaded.meta.is_git_repo
         if self.draining:
             raise SessionUnavailable(
                 "worker is draining; reconnect to reach the new owner", draining=True
@@ -324,9 +323,13 @@ class SessionManager:
             author = Person.for_user(names[-1] if names else "collab")
             coauthors = [Person.for_user(n) for n in names[:-1]]
             repo_dir = self.settings.workspace_dir / session.id / "repo.git"
+            texts, blobs = session.snapshot_files()
             try:
+                files = dict(texts)
+                for path, digest in blobs.items():
+                    files[path] = await self.store.get_blob(session.id, digest)
                 outcome = await commit_session(
-                    self.store, session.id, repo_dir, session.snapshot_files(), author, coauthors
+                    self.store, session.id, repo_dir, files, author, coauthors
                 )
             except (StorageError, CommitConflict, CommitterError, OSError) as exc:
                 self.metrics.commits.labels("error").inc()
@@ -405,7 +408,17 @@ class SessionManager:
         return {"sessionId": session_id, "live": True, "durable": durable}
 
     async def _hand_off(self, session: Session, deadline: float, why: str) -> bool:
-        """Flush until clean (or the deadline), close the clients, forget; True if durable."""
+        """Flush until clean (or the deadline), close the clients, forget; True if durable.
+
+        A git session's uncommitted edits are committed first (within the deadline), so the
+        authors who made them are credited now rather than by whoever edits next elsewhere.
+        """
+        if session.is_git and session.editors:
+            with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                try:
+                    await self.commit(session)
+                except Exception:  # logged in commit(); the edits are durable anyway
+                    pass
         while True:
             if await self.flush(session, with_log=True) and not session.dirty:
                 session.moving = True

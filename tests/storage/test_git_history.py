@@ -11,7 +11,7 @@ import pytest
 
 from worker.commits import commit_session, sync_packs
 from worker.committer import Person
-from worker.storage import SessionStore, Store
+from worker.storage import SessionStore, StorageUnavailable, Store
 
 ALICE, BOB = Person.for_user("alice"), Person.for_user("bob")
 
@@ -49,6 +49,19 @@ class RaceAtSwap:
         if self.swaps <= 2:
             await asyncio.wait_for(self.barrier.wait(), 10)
         return await self.inner.put_if(key, data, version)
+
+
+class DiesAtSwap:
+    """The real store, except that moving a ref fails as if the process died right there."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+        raise StorageUnavailable("put_if", key, ConnectionResetError("killed"))
 
 
 class TestGitHistory:
@@ -102,3 +115,17 @@ class TestGitHistory:
         with pytest.raises(Exception, match="not a commit id"):
             await commit_session(sessions, "s", tmp_path / "a.git", {"a": b"1"}, ALICE)
         assert await store.get("sessions/s/git/refs/heads/main") == b"not a sha\n"
+
+    async def test_a_commit_cut_off_before_its_ref_moved_is_not_on_the_branch(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """Objects first, ref last: dying between the two leaves only an unreferenced pack."""
+        sessions = SessionStore(store, "w-a")
+        first = await commit_session(sessions, "s", tmp_path / "a.git", {"a": b"1"}, ALICE)
+        cut = SessionStore(DiesAtSwap(store), "w-b")
+        with pytest.raises(StorageUnavailable):
+            await commit_session(cut, "s", tmp_path / "b.git", {"a": b"2"}, BOB)
+        assert (await sessions.read_ref("s") or ("",))[0] == first.sha
+        later = await commit_session(sessions, "s", tmp_path / "a.git", {"a": b"3"}, ALICE)
+        repo = await checked_out(sessions, "s", tmp_path / "check.git")
+        assert git(repo, "log", "--format=%H").split() == [later.sha, first.sha]

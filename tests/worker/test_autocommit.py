@@ -163,3 +163,19 @@ class TestAutoCommit:
         repo = await history(storage, "g", tmp_path / "check.git")
         assert git(repo, "log", "-1", "--format=%an").strip() == "carol"
         assert git(repo, "show", "HEAD:notes.md") == "# kept\n"
+
+    async def test_a_drain_commits_pending_edits_before_handing_off(self, tmp_path: Path) -> None:
+        storage = tmp_path / "storage"
+        await make_git_session(storage, "g")
+        settings = settings_for(
+            StorageSettings(storage_dir=storage),
+            workspace_dir=tmp_path / "ws",
+            cooldown_ms=3_600_000,
+        )
+        async with run_worker(settings) as w, JsonClient.connect(w.url) as c:
+            await c.join("g", "dave")
+            await c.file_op(type="create", path="d.txt", content="drained\n")
+            await w.manager.drain(5)
+            assert await ref_of(storage, "g") is not None
+        repo = await history(storage, "g", tmp_path / "check.git")
+        assert git(repo, "log", "-1", "--format=%an").strip() == "dave"

@@ -100,7 +100,8 @@ class _JsonConnection:
                 content = files.read_file(session, data.get("path"), self.shadows)
             except PathRefused as exc:
                 raise jmsg.MessageError(jmsg.GET_FAILED, f"invalid path: {exc}") from None
-            self.client.send(jmsg.file_content(check_path(data.get("path")), content))
+            path = check_path(data.get("path"))
+            self.client.send(jmsg.file_content(path, content, session.binary_entry(path)))
 
     async def _join(self, message: dict[str, Any]) -> None:
         if self.session is not None:

@@ -138,8 +138,12 @@ def files(paths: list[str]) -> str:
     return dumps({"type": "files", "data": paths})
 
 
-def file_content(path: str, content: str | None) -> str:
-    return dumps({"type": "fileContent", "data": {"path": path, "content": content}})
+def file_content(path: str, content: str | None, binary: dict[str, Any] | None = None) -> str:
+    """A binary file answers ``content: null`` with ``binary: true``, its size and sha256."""
+    data: dict[str, Any] = {"path": path, "content": content}
+    if binary is not None:
+        data.update(binary=True, size=binary.get("size"), sha256=binary.get("sha256"))
+    return dumps({"type": "fileContent", "data": data})
 
 
 def pong() -> str:

@@ -25,6 +25,7 @@ a snapshot that already contains it, or two overlapping snapshots) is harmless.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -63,6 +64,7 @@ UPDATES = "updates/"
 SNAPSHOTS = "snapshots/"
 LOG = "log/"
 META = "meta.json"
+BLOBS = "blobs/"
 GIT_PACKS = "git/packs/"
 GIT_REFS = "git/refs/heads/"
 
@@ -292,6 +294,21 @@ class SessionStore:
 
     async def session_exists(self, session_id: str) -> bool:
         return bool(await self.store.list(_prefix(session_id)))
+
+    # -- binary files ----------------------------------------------------------------------
+    # Kept byte-exact as content-addressed, immutable objects; the index document lists them.
+
+    async def put_blob(self, session_id: str, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        await self.store.put(_prefix(session_id) + BLOBS + digest, data)
+        return digest
+
+    async def get_blob(self, session_id: str, digest: str) -> bytes:
+        key = _prefix(session_id) + BLOBS + _validate_name(digest, "blob id")
+        data = await self.store.get(key)
+        if data is None:
+            raise CorruptObject(key, "a listed binary file's blob is missing")
+        return data
 
     # -- git history -----------------------------------------------------------------------
     # Packs are immutable objects (objects first); the branch ref is the one mutable object,

@@ -183,7 +183,7 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
                 status_code=409,
             )
         try:
-            outcome = await manager.commit(session, force=True)
+            outcome = await manager.autocommit.commit(session, force=True)
         except Exception as exc:
             return JSONResponse({"error": f"commit failed: {exc}"}, status_code=503)
         assert outcome is not None

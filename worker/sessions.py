@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -19,9 +18,8 @@ import anyio
 import structlog
 from pycrdt import merge_updates
 
+from .autocommit import AutoCommitter
 from .client import CLOSE_RESTART
-from .commits import CommitConflict, CommitOutcome, commit_session
-from .committer import CommitterError, Person
 from .metrics import WorkerMetrics
 from .session import Session, iso_time
 from .settings import Settings
@@ -59,8 +57,7 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self._loading: dict[str, asyncio.Task[Session]] = {}
         self._flush: defaultdict[str, _FlushState] = defaultdict(_FlushState)
-        self._commit_locks: dict[str, asyncio.Lock] = {}
-        self._committing: set[str] = set()
+        self.autocommit = AutoCommitter(settings, store, metrics)
         self.draining = False
         self.storage_ok = True
         self.storage_error: str | None = None
@@ -267,7 +264,7 @@ class SessionManager:
         """
         if session.is_git and session.editors:
             try:
-                await self.commit(session)
+                await self.autocommit.commit(session)
             except StorageError:
                 return False  # storage is down: keep the session, try again later
             except Exception:  # logged in commit(); the edits are durable in storage anyway
@@ -288,6 +285,7 @@ class SessionManager:
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
             self._flush.pop(session.id, None)
+            self.autocommit.forget(session.id)
             self.metrics.documents_loaded.dec(session.documents)
             self.metrics.sessions_active.set(len(self.sessions))
 
@@ -302,72 +300,6 @@ class SessionManager:
             await self.store.put_meta(session.id, meta)
         except StorageError as exc:
             log.warning("meta_save_failed", session=session.id, error=str(exc))
-
-    # --- auto-commit ----------------------------------------------------------------------
-
-    async def commit(self, session: Session, *, force: bool = False) -> CommitOutcome | None:
-        """Commits the session's files to its git history; None if it is not a git session.
-
-        The author is the user who edited last; everyone else who edited since the previous
-        commit is a co-author. Edits that arrive while the commit runs stay for the next one.
-        """
-        if not session.is_git:
-            return None
-        lock = self._commit_locks.setdefault(session.id, asyncio.Lock())
-        async with lock:
-            if not session.editors and not force:
-                return CommitOutcome(None)
-            started = time.monotonic()
-            editors = dict(session.editors)
-            names = list(editors)
-            author = Person.for_user(names[-1] if names else "collab")
-            coauthors = [Person.for_user(n) for n in names[:-1]]
-            repo_dir = self.settings.workspace_dir / session.id / "repo.git"
-            texts, blobs = session.snapshot_files()
-            try:
-                files = dict(texts)
-                for path, digest in blobs.items():
-                    files[path] = await self.store.get_blob(session.id, digest)
-                outcome = await commit_session(
-                    self.store, session.id, repo_dir, files, author, coauthors
-                )
-            except (StorageError, CommitConflict, CommitterError, OSError) as exc:
-                self.metrics.commits.labels("error").inc()
-                log.error("commit_failed", session=session.id, error=str(exc))
-                raise
-            finally:
-                self.metrics.commit_seconds.observe(time.monotonic() - started)
-            for user, at in editors.items():
-                if session.editors.get(user) == at:
-                    del session.editors[user]
-            self.metrics.commits.labels("ok" if outcome.sha else "unchanged").inc()
-            return outcome
-
-    async def commit_due(
-        self, spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], object]
-    ) -> None:
-        """Starts a commit for every git session whose cooldown has passed since its last edit."""
-        cooldown = self.settings.cooldown_ms / 1000
-        now = time.monotonic()
-        for session in self.sessions.values():
-            if (
-                session.is_git
-                and session.editors
-                and session.last_edit is not None
-                and now - session.last_edit >= cooldown
-                and session.id not in self._committing
-            ):
-                self._committing.add(session.id)
-
-                async def one(s: Session = session) -> None:
-                    try:
-                        await self.commit(s)
-                    except Exception:  # logged and counted in commit(); retried next cooldown
-                        s.last_edit = time.monotonic()
-                    finally:
-                        self._committing.discard(s.id)
-
-                spawn(one)
 
     # --- draining --------------------------------------------------------------------------
 
@@ -416,7 +348,7 @@ class SessionManager:
         if session.is_git and session.editors:
             with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
                 try:
-                    await self.commit(session)
+                    await self.autocommit.commit(session)
                 except Exception:  # logged in commit(); the edits are durable anyway
                     pass
         while True:
@@ -453,7 +385,7 @@ class SessionManager:
                 try:
                     await self.flush_due(tick)
                     await self.reap_idle()
-                    await self.commit_due(commits.start_soon)
+                    self.autocommit.start_due(self.sessions.values(), commits.start_soon)
                 except Exception:
                     # A bug here must not stop durability for every other session: log it
                     # loudly, count it, and try again next interval (updates stay in memory).

@@ -11,7 +11,7 @@ import httpx
 
 from tests.support import JsonClient, run_worker, settings_for
 from worker.commits import sync_packs
-from worker.settings import StorageSettings
+from worker.settings import Settings, StorageSettings
 from worker.storage import LocalStore, SessionMeta, SessionStore
 
 
@@ -37,6 +37,13 @@ async def make_git_session(storage: Path, session: str) -> None:
     )
 
 
+def git_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """A worker on local storage under ``tmp_path``, its git cache there too."""
+    kw: dict[str, object] = {"workspace_dir": tmp_path / "ws", "cooldown_ms": 3_600_000}
+    kw.update(overrides)
+    return settings_for(StorageSettings(storage_dir=tmp_path / "storage"), **kw)
+
+
 async def ref_of(storage: Path, session: str) -> str | None:
     ref = await SessionStore(LocalStore(storage), "reader").read_ref(session)
     return None if ref is None else ref[0]
@@ -48,11 +55,7 @@ class TestAutoCommit:
     ) -> None:
         storage = tmp_path / "storage"
         await make_git_session(storage, "g")
-        settings = settings_for(
-            StorageSettings(storage_dir=storage),
-            workspace_dir=tmp_path / "ws",
-            cooldown_ms=1_000,
-        )
+        settings = git_settings(tmp_path, cooldown_ms=1_000)
         async with (
             run_worker(settings),
             JsonClient.connect(f"ws://127.0.0.1:{settings.port}") as bob,
@@ -84,9 +87,7 @@ class TestAutoCommit:
     async def test_an_edit_during_the_cooldown_restarts_it(self, tmp_path: Path) -> None:
         storage = tmp_path / "storage"
         await make_git_session(storage, "g")
-        settings = settings_for(
-            StorageSettings(storage_dir=storage), workspace_dir=tmp_path / "ws", cooldown_ms=1_500
-        )
+        settings = git_settings(tmp_path, cooldown_ms=1_500)
         async with run_worker(settings), JsonClient.connect(f"ws://127.0.0.1:{settings.port}") as c:
             await c.join("g", "alice")
             content = ""
@@ -102,9 +103,7 @@ class TestAutoCommit:
 
     async def test_a_session_without_git_history_is_never_committed(self, tmp_path: Path) -> None:
         storage = tmp_path / "storage"
-        settings = settings_for(
-            StorageSettings(storage_dir=storage), workspace_dir=tmp_path / "ws", cooldown_ms=100
-        )
+        settings = git_settings(tmp_path, cooldown_ms=100)
         async with run_worker(settings) as w, JsonClient.connect(w.url) as c:
             await c.join("plain", "alice")
             await c.file_op(type="create", path="a.txt", content="x")
@@ -117,12 +116,7 @@ class TestAutoCommit:
     ) -> None:
         storage = tmp_path / "storage"
         await make_git_session(storage, "g")
-        settings = settings_for(
-            StorageSettings(storage_dir=storage),
-            workspace_dir=tmp_path / "ws",
-            cooldown_ms=3_600_000,
-            admin_token="t",
-        )
+        settings = git_settings(tmp_path, cooldown_ms=3_600_000, admin_token="t")
         auth = {"authorization": "Bearer t"}
         async with (
             run_worker(settings) as w,
@@ -146,12 +140,8 @@ class TestAutoCommit:
     async def test_an_idle_session_is_committed_before_it_unloads(self, tmp_path: Path) -> None:
         storage = tmp_path / "storage"
         await make_git_session(storage, "g")
-        settings = settings_for(
-            StorageSettings(storage_dir=storage),
-            workspace_dir=tmp_path / "ws",
-            cooldown_ms=3_600_000,  # far longer than the session stays loaded
-            session_idle_ms=200,
-        )
+        # The cooldown (an hour by default here) is far longer than the session stays loaded.
+        settings = git_settings(tmp_path, session_idle_ms=200)
         async with run_worker(settings) as w:
             async with JsonClient.connect(w.url) as c:
                 await c.join("g", "carol")
@@ -167,11 +157,7 @@ class TestAutoCommit:
     async def test_a_drain_commits_pending_edits_before_handing_off(self, tmp_path: Path) -> None:
         storage = tmp_path / "storage"
         await make_git_session(storage, "g")
-        settings = settings_for(
-            StorageSettings(storage_dir=storage),
-            workspace_dir=tmp_path / "ws",
-            cooldown_ms=3_600_000,
-        )
+        settings = git_settings(tmp_path, cooldown_ms=3_600_000)
         async with run_worker(settings) as w, JsonClient.connect(w.url) as c:
             await c.join("g", "dave")
             await c.file_op(type="create", path="d.txt", content="drained\n")

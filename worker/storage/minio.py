@@ -71,22 +71,8 @@ class MinioStore:
         self._closed = False
 
     async def get(self, key: str) -> bytes | None:
-        check_key(key)
-
-        async def get() -> bytes | None:
-            try:
-                response = await self._client.get_object(self.bucket, key)
-            except S3Error as exc:
-                if exc.code == "NoSuchKey":
-                    return None
-                raise
-            try:
-                data: bytes = await response.read()
-            finally:
-                response.release()
-            return data
-
-        return await self._call("get", key, get)
+        found = await self.get_versioned(key)
+        return None if found is None else found[0]
 
     async def put(self, key: str, data: bytes) -> None:
         check_key(key)

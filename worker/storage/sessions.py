@@ -25,7 +25,6 @@ a snapshot that already contains it, or two overlapping snapshots) is harmless.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import re
@@ -42,6 +41,7 @@ from pycrdt import merge_updates
 
 from worker.storage.base import CorruptObject, StorageUnavailable, Store
 from worker.storage.codec import decode_segment, encode_segment
+from worker.storage.history import SessionHistory
 
 __all__ = [
     "CompactResult",
@@ -64,9 +64,6 @@ UPDATES = "updates/"
 SNAPSHOTS = "snapshots/"
 LOG = "log/"
 META = "meta.json"
-BLOBS = "blobs/"
-GIT_PACKS = "git/packs/"
-GIT_REFS = "git/refs/heads/"
 
 
 def validate_session_id(session_id: str) -> str:
@@ -148,7 +145,7 @@ class CompactResult:
     docs: int = 0
 
 
-class SessionStore:
+class SessionStore(SessionHistory):
     """Session-level persistence over a ``Store``; safe with any number of concurrent peers."""
 
     def __init__(
@@ -295,59 +292,10 @@ class SessionStore:
     async def session_exists(self, session_id: str) -> bool:
         return bool(await self.store.list(_prefix(session_id)))
 
-    # -- binary files ----------------------------------------------------------------------
-    # Kept byte-exact as content-addressed, immutable objects; the index document lists them.
-
-    async def put_blob(self, session_id: str, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        await self.store.put(_prefix(session_id) + BLOBS + digest, data)
-        return digest
-
-    async def get_blob(self, session_id: str, digest: str) -> bytes:
-        key = _prefix(session_id) + BLOBS + _validate_name(digest, "blob id")
-        data = await self.store.get(key)
-        if data is None:
-            raise CorruptObject(key, "a listed binary file's blob is missing")
-        return data
-
-    # -- git history -----------------------------------------------------------------------
-    # Packs are immutable objects (objects first); the branch ref is the one mutable object,
-    # moved only by compare-and-swap (ref last), so a commit is in storage whole or not at all
-    # and a committer that lost a race sees it and merges instead of overwriting.
-
-    async def append_pack(self, session_id: str, pack: bytes) -> str:
-        key = _prefix(session_id) + GIT_PACKS + self._object_name(".pack")
-        await self.store.put(key, pack)
-        return key
-
-    async def list_packs(self, session_id: str) -> list[str]:
-        keys = await self.store.list(_prefix(session_id) + GIT_PACKS)
-        return [k for k in keys if k.endswith(".pack")]
-
-    async def get_pack(self, key: str) -> bytes:
-        data = await self.store.get(key)
-        if data is None:
-            raise CorruptObject(key, "a listed git pack vanished; packs are never deleted")
-        return data
-
-    async def read_ref(self, session_id: str, branch: str = "main") -> tuple[str, str] | None:
-        """(commit id, version) of the branch, or None before the first commit."""
-        key = _prefix(session_id) + GIT_REFS + _validate_name(branch, "branch")
-        found = await self.store.get_versioned(key)
-        if found is None:
-            return None
-        sha = found[0].decode("ascii", "replace").strip()
-        if len(sha) != 40 or any(c not in "0123456789abcdef" for c in sha):
-            raise CorruptObject(key, f"not a commit id: {sha[:60]!r}")
-        return sha, found[1]
-
-    async def swap_ref(
-        self, session_id: str, sha: str, version: str | None, branch: str = "main"
-    ) -> bool:
-        key = _prefix(session_id) + GIT_REFS + _validate_name(branch, "branch")
-        return await self.store.put_if(key, sha.encode() + b"\n", version)
-
     # -- internals -------------------------------------------------------------------------
+
+    def _key(self, session_id: str, part: str) -> str:
+        return _prefix(session_id) + part
 
     def _object_name(self, suffix: str) -> str:
         ms = self._clock()

@@ -1,0 +1,101 @@
+"""Auto-commit policy for live git sessions: when to commit, and who wrote it.
+
+A git session is committed ``COOLDOWN_MS`` after its last edit (any edit restarts the wait),
+before it is unloaded or handed off, and on demand (admin API). The author is the user who
+edited last; every other user who edited since the previous commit is a co-author. The storage
+side (packs first, ref by compare-and-swap, merge on a lost race) is ``worker.commits``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+import structlog
+
+from .commits import CommitConflict, CommitOutcome, commit_session
+from .committer import CommitterError, Person
+from .metrics import WorkerMetrics
+from .session import Session
+from .settings import Settings
+from .storage import SessionStore, StorageError
+
+log = structlog.get_logger("worker.autocommit")
+
+Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], object]
+
+
+class AutoCommitter:
+    def __init__(self, settings: Settings, store: SessionStore, metrics: WorkerMetrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._running: set[str] = set()
+
+    def forget(self, session_id: str) -> None:
+        self._locks.pop(session_id, None)
+
+    async def commit(self, session: Session, *, force: bool = False) -> CommitOutcome | None:
+        """Commits the session's files to its git history; None if it is not a git session.
+
+        The author is the user who edited last; everyone else who edited since the previous
+        commit is a co-author. Edits that arrive while the commit runs stay for the next one.
+        """
+        if not session.is_git:
+            return None
+        lock = self._locks.setdefault(session.id, asyncio.Lock())
+        async with lock:
+            if not session.editors and not force:
+                return CommitOutcome(None)
+            started = time.monotonic()
+            editors = dict(session.editors)
+            names = list(editors)
+            author = Person.for_user(names[-1] if names else "collab")
+            coauthors = [Person.for_user(n) for n in names[:-1]]
+            repo_dir = self.settings.workspace_dir / session.id / "repo.git"
+            texts, blobs = session.snapshot_files()
+            try:
+                files = dict(texts)
+                for path, digest in blobs.items():
+                    files[path] = await self.store.get_blob(session.id, digest)
+                outcome = await commit_session(
+                    self.store, session.id, repo_dir, files, author, coauthors
+                )
+            except (StorageError, CommitConflict, CommitterError, OSError) as exc:
+                self.metrics.commits.labels("error").inc()
+                log.error("commit_failed", session=session.id, error=str(exc))
+                raise
+            finally:
+                self.metrics.commit_seconds.observe(time.monotonic() - started)
+            for user, at in editors.items():
+                if session.editors.get(user) == at:
+                    del session.editors[user]
+            self.metrics.commits.labels("ok" if outcome.sha else "unchanged").inc()
+            return outcome
+
+    def start_due(self, sessions: Iterable[Session], spawn: Spawn) -> None:
+        """Starts a commit for every git session whose cooldown has passed since its last edit."""
+        cooldown = self.settings.cooldown_ms / 1000
+        now = time.monotonic()
+        for session in sessions:
+            if (
+                session.is_git
+                and session.editors
+                and session.last_edit is not None
+                and now - session.last_edit >= cooldown
+                and session.id not in self._running
+            ):
+                self._running.add(session.id)
+
+                async def one(s: Session = session) -> None:
+                    try:
+                        await self.commit(s)
+                    except Exception:  # logged and counted in commit(); retried next cooldown
+                        s.last_edit = time.monotonic()
+                    finally:
+                        self._running.discard(s.id)
+
+                spawn(one)

@@ -69,10 +69,7 @@ def parse_head(buffer: bytes | bytearray) -> Head | None:
         if len(buffer) > MAX_HEAD_BYTES:
             raise HandshakeError(f"HTTP head larger than {MAX_HEAD_BYTES} bytes")
         return None
-    try:
-        text = bytes(buffer[:end]).decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
-        raise HandshakeError("HTTP head is not text") from None
+    text = bytes(buffer[:end]).decode("latin-1")  # HTTP/1.1 heads are octets; any byte decodes
     first, *lines = text.split("\r\n")
     headers = []
     for line in lines:

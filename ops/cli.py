@@ -15,7 +15,7 @@ from router.settings import RouterSettings
 from worker.settings import ConfigError, Settings
 from worker.storage import StorageError, validate_session_id
 
-from . import transfer
+from . import operate, transfer
 from .display import emit
 from .storage import session_store
 from .up import Up
@@ -26,6 +26,9 @@ app = typer.Typer(
     add_completion=False,
     help="Real-time collaboration backend: workers, router and operator commands.",
 )
+
+
+app.add_typer(operate.app)
 
 
 @app.callback()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 
@@ -45,3 +45,29 @@ def _text(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value)
     return str(value)
+
+
+def progress(label: str, out: TextIO | None = None) -> Callable[..., None]:
+    """A progress line on stderr: rewritten in place on a terminal, one line per change otherwise.
+
+    ``show(text)`` updates it; ``show(text, done=True)`` ends the line.
+    """
+    stream = sys.stderr if out is None else out
+    live = stream.isatty()
+    last: list[str] = [""]
+
+    def show(text: str, *, done: bool = False) -> None:
+        line = f"{label}: {text}"
+        if live:
+            stream.write("\r\033[K" + line + ("\n" if done else ""))
+        elif line != last[0] and (done or _changed(last[0], line)):
+            stream.write(line + "\n")
+        last[0] = line
+        stream.flush()
+
+    return show
+
+
+def _changed(before: str, after: str) -> bool:
+    """Off a terminal, only lines whose counts changed are worth printing (not the timer)."""
+    return before.split("(")[0] != after.split("(")[0]

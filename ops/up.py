@@ -193,6 +193,10 @@ class Up:
         self.say(f"collab is up: {len(self.workers)} workers behind a router")
         for key, value in rows:
             self.say(f"  {key.ljust(width)}  {value}")
+        self.say("Operator commands (collab workers, sessions, drain, status ...) need:")
+        self.say(
+            f"  export COLLAB_ROUTER=http://{base} COLLAB_ADMIN_TOKEN={self.env['ADMIN_TOKEN']}"
+        )
         self.say("Press Ctrl-C to drain and stop everything.")
 
     @property

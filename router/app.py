@@ -11,14 +11,15 @@ from urllib.parse import quote
 
 import anyio
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from worker.admin import require_admin
+from worker.admin import require_admin, sending_token
 
-from .membership import Membership, WorkerInfo
+from .membership import Membership, WorkerInfo, describe_error
 from .metrics import RouterMetrics
 from .proxy import Proxy
 from .settings import RouterSettings
@@ -28,7 +29,8 @@ def create_http_app(
     settings: RouterSettings, metrics: RouterMetrics, membership: Membership, proxy: Proxy
 ) -> Starlette:
     token = settings.admin_token
-    auth = {"authorization": f"Bearer {token}"} if token else {}
+    sending = sending_token(token)
+    auth = {"authorization": f"Bearer {sending}"} if sending else {}
 
     async def worker_call(
         info: WorkerInfo, method: str, path: str
@@ -83,6 +85,101 @@ def create_http_app(
             rows.append(row)
         return JSONResponse({"router": settings.router_id, "workers": rows})
 
+    async def worker_status(info: WorkerInfo) -> dict[str, Any]:
+        """The membership view of a worker plus its own fresh ``/admin/status``."""
+        row = info.describe()
+        row["onRing"] = info.id is not None and membership.ring.get(info.id) is info
+        if info.state == "down":
+            return row
+        status, body, error = await worker_call(info, "GET", "/admin/status")
+        if status == 200 and body is not None:
+            row["status"] = body
+            # Fresher than the last health round.
+            for key in ("sessions", "connections", "storage", "unflushedBytes"):
+                if key in body:
+                    row[key] = body[key]
+            row["unflushedAgeSeconds"] = body.get("unflushedAgeSeconds")
+        else:
+            row["statusError"] = error or f"HTTP {status}: {body}"
+        return row
+
+    async def all_worker_status() -> list[dict[str, Any]]:
+        infos = sorted(membership.workers.values(), key=lambda i: i.name)
+        rows: list[dict[str, Any]] = [{} for _ in infos]
+
+        async def one(i: int, info: WorkerInfo) -> None:
+            rows[i] = await worker_status(info)
+
+        async with anyio.create_task_group() as tg:
+            for i, info in enumerate(infos):
+                tg.start_soon(one, i, info)
+        return rows
+
+    async def admin_worker(request: Request) -> Response:
+        name = request.path_params["worker"]
+        info = membership.find(name)
+        if info is None:
+            return not_found(name)
+        return JSONResponse(await worker_status(info))
+
+    async def admin_status(request: Request) -> Response:
+        rows = await all_worker_status()
+        commits = sorted(
+            (
+                {**c, "worker": row["id"]}
+                for row in rows
+                for c in row.get("status", {}).get("recentCommits", [])
+            ),
+            key=lambda c: str(c.get("at")),
+            reverse=True,
+        )[:10]
+        live = [r for r in rows if "status" in r]
+        return JSONResponse(
+            {
+                "router": {
+                    "id": settings.router_id,
+                    "ready": proxy.accepting and membership.checked and bool(membership.ring),
+                    "connections": proxy.connections,
+                    "sessionsRelayed": len(proxy.live),
+                    "authRequired": settings.auth_secret is not None,
+                },
+                "workers": rows,
+                "totals": {
+                    "workers": membership.summary(),
+                    "sessions": sum(int(r.get("sessions") or 0) for r in live),
+                    "connections": sum(int(r.get("connections") or 0) for r in live),
+                    "unflushedBytes": sum(int(r.get("unflushedBytes") or 0) for r in live),
+                    "maxUnflushedAgeSeconds": max(
+                        (float(r.get("unflushedAgeSeconds") or 0) for r in live), default=0.0
+                    ),
+                    "storageUnavailable": sorted(r["id"] for r in live if r.get("storage") != "ok"),
+                },
+                "recentCommits": commits,
+            }
+        )
+
+    async def admin_metrics(request: Request) -> Response:
+        """Every worker's own ``/metrics``, parsed: what autoscalers and `collab status` read."""
+        infos = sorted(
+            (i for i in membership.workers.values() if i.state != "down"), key=lambda i: i.name
+        )
+        result: dict[str, Any] = {}
+
+        async def one(info: WorkerInfo) -> None:
+            entry: dict[str, Any] = {"state": info.state, "address": info.address}
+            try:
+                response = await proxy.http.get(f"http://{info.address}/metrics", timeout=10)
+                response.raise_for_status()
+                entry["metrics"] = parse_metrics(response.text)
+            except (httpx.HTTPError, ValueError) as exc:
+                entry["error"] = describe_error(exc)
+            result[info.name] = entry
+
+        async with anyio.create_task_group() as tg:
+            for info in infos:
+                tg.start_soon(one, info)
+        return JSONResponse({"router": settings.router_id, "workers": result})
+
     async def admin_sessions(request: Request) -> Response:
         wanted = request.query_params.get("worker")
         infos = [i for i in membership.workers.values() if i.state != "down"]
@@ -129,6 +226,33 @@ def create_http_app(
             }
         )
 
+    async def admin_commit(request: Request) -> Response:
+        """Commit now, on the worker where the session is live (else its owner, which loads it)."""
+        session = request.path_params["session"]
+        target = None
+        for info in membership.workers.values():
+            if info.state == "down":
+                continue
+            status, _, _ = await worker_call(info, "GET", f"/admin/sessions/{quote(session)}")
+            if status == 200:
+                target = info
+                break
+        target = target or membership.owner(session)
+        if target is None:
+            return JSONResponse(
+                {"error": "no worker is ready to load the session; retry shortly"},
+                status_code=503,
+            )
+        status, body, error = await worker_call(
+            target, "POST", f"/admin/sessions/{quote(session)}/commit"
+        )
+        if status == 0:
+            return JSONResponse(
+                {"error": f"worker {target.name} at {target.address} unreachable: {error}"},
+                status_code=502,
+            )
+        return JSONResponse(body or {}, status_code=status)
+
     async def admin_worker_action(request: Request) -> Response:
         name, action = request.path_params["worker"], request.path_params["action"]
         if action not in ("drain", "undrain"):
@@ -154,9 +278,17 @@ def create_http_app(
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
+        Route("/admin/status", require_admin(token, admin_status)),
+        Route("/admin/metrics", require_admin(token, admin_metrics)),
         Route("/admin/workers", require_admin(token, admin_workers)),
+        Route("/admin/workers/{worker}", require_admin(token, admin_worker)),
         Route("/admin/sessions", require_admin(token, admin_sessions)),
         Route("/admin/sessions/{session}", require_admin(token, admin_locate)),
+        Route(
+            "/admin/sessions/{session}/commit",
+            require_admin(token, admin_commit),
+            methods=["POST"],
+        ),
         Route(
             "/admin/workers/{worker}/{action:str}",
             require_admin(token, admin_worker_action),
@@ -164,3 +296,15 @@ def create_http_app(
         ),
     ]
     return Starlette(routes=routes)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text → ``{'name{label="v"}': value}``, leaving out histogram buckets."""
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith(("_bucket", "_created")):
+                continue
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples

@@ -1,9 +1,9 @@
 """The few pieces of RFC 6455 the router needs, over bytes (no I/O).
 
 The router relays WebSocket bytes without decoding them. It reads only: the HTTP head of an
-upgrade (to route on its path), the first JSON message of a connection (to route on its
-``join``), and frame *boundaries* of the worker→client stream (so that a hand-off close frame is
-never spliced into the middle of a message).
+upgrade (to route on its path and check its token), the first JSON message of a connection (to
+route on its ``join``), and frame *boundaries* of the worker→client stream (so that a hand-off
+close frame is never spliced into the middle of a message).
 """
 
 from __future__ import annotations
@@ -101,10 +101,23 @@ def check_client_handshake(head: Head) -> str:
     return key
 
 
-def switching_protocols(key: str) -> bytes:
+def offered_subprotocols(head: Head) -> list[str]:
+    """Every subprotocol the client offers (the header may be repeated, or comma-separated)."""
+    return [
+        entry.strip()
+        for name, value in head.headers
+        if name == "sec-websocket-protocol"
+        for entry in value.split(",")
+        if entry.strip()
+    ]
+
+
+def switching_protocols(key: str, subprotocol: str | None = None) -> bytes:
+    """The 101 answer; ``subprotocol`` (one the client offered) is selected when given."""
+    selected = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
     return (
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
+        f"Sec-WebSocket-Accept: {accept_key(key)}\r\n{selected}\r\n"
     ).encode()
 
 

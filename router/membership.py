@@ -73,10 +73,12 @@ class WorkerInfo:
             "address": self.address,
             "state": self.state,
             "sessions": self.sessions,
+            "connections": self.detail.get("connections"),
             "since": round(self.since, 3),
             "error": self.error,
             "storage": self.detail.get("storage"),
             "unflushedBytes": self.detail.get("unflushedBytes"),
+            "unflushedAgeSeconds": self.detail.get("unflushedAgeSeconds"),
         }
 
 
@@ -178,6 +180,7 @@ class Membership:
             error = None
         except (httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:
             state, error = "down", describe_error(exc)
+            info.sessions, info.detail = 0, {}  # unknown now; not the last answer's figures
         if state != info.state or (not self.checked and state != "active"):
             log.info(
                 "worker_state", worker=info.name, address=info.address, state=state, error=error

@@ -32,7 +32,7 @@ class RouterMetrics:
         )
         self.client_errors = Counter(
             "collab_router_client_errors_total",
-            "Client connections refused before routing (bad handshake, bad first message)",
+            "Client connections refused before routing (bad handshake, bad first message, auth)",
             ["reason"],
             registry=r,
         )

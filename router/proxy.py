@@ -7,6 +7,11 @@ unchanged. Requests that are not WebSocket upgrades (health, metrics, admin) are
 router's own HTTP app. Errors seen by a client here are close frames with a reason; the router
 never lets one connection's failure escape into the rest.
 
+Authentication (``AUTH_SECRET``, see ``worker.auth``): the token in the head is checked before a
+worker is chosen, the session against it on the Yjs path at once and on the JSON path at the
+join, so a refused client never reaches a worker. The head goes to the worker unchanged (token
+included), and the worker checks again.
+
 Hand-off: when the ring changes, every live session whose owner changed is handed off. The old
 owner is asked to flush the session and send its clients away (1012), so the new owner loads
 everything; new connections for that session wait until then. Clients still connected to the
@@ -24,6 +29,8 @@ from urllib.parse import quote, unquote
 import httpx
 import structlog
 
+from worker.admin import sending_token
+from worker.auth import Authenticator, AuthRefused, Grant
 from worker.client import CLOSE_POLICY, CLOSE_RESTART, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN
 from worker.protocol import json as jmsg
 
@@ -67,6 +74,7 @@ class Proxy:
         self.settings = settings
         self.metrics = metrics
         self.membership = membership
+        self.auth = Authenticator(settings.auth_secret)
         self.open_admin = admin_http
         self.live: dict[str, set[Relay]] = {}
         self._gates: dict[str, asyncio.Event] = {}
@@ -132,7 +140,16 @@ class Proxy:
                 return
             path = head.path
             if path.startswith("/yjs/"):
-                await self._route_yjs(client, head, unquote(path[5:]).partition("/")[0])
+                session = unquote(path[5:]).partition("/")[0]
+                try:
+                    grant = self._authenticate(head)
+                    if grant is not None:
+                        grant.check_session(session)
+                except AuthRefused as exc:
+                    self._auth_refused(client, exc)
+                    self._refuse_handshake(client, head, Refused(exc.code, exc.reason))
+                    return
+                await self._route_yjs(client, head, session)
             elif path in ("/", "/ws"):
                 await self._route_json(client, head)
             else:
@@ -166,12 +183,27 @@ class Proxy:
                 side.close()
                 return None
 
+    def _authenticate(self, head: Head) -> Grant | None:
+        return self.auth.authenticate(head.target.partition("?")[2], self._offered(head))
+
+    def _offered(self, head: Head) -> list[str]:
+        return frames.offered_subprotocols(head)
+
+    def _auth_refused(self, client: Side, exc: AuthRefused) -> None:
+        # The reason names the cause (never the token itself), as the client is told.
+        self.metrics.client_errors.labels(exc.label).inc()
+        log.info("client_refused", code=exc.code, reason=exc.reason, peer=client.peer_ip)
+
     def _refuse_handshake(self, client: Side, head: Head, refused: Refused) -> None:
-        """Completes the client's handshake only to close it with a code and a reason."""
+        """Completes the client's handshake only to close it with a code and a reason.
+
+        ``client.buffer`` still starts with ``head``; what follows it are the client's frames.
+        """
         key = frames.check_client_handshake(head)  # checked before routing
-        client.write(frames.switching_protocols(key))
+        client.write(frames.switching_protocols(key, self.auth.subprotocol(self._offered(head))))
         client.write(frames.close_frame(refused.code, refused.reason))
-        client.close()
+        del client.buffer[: head.size]
+        client.linger()
 
     async def _owner(self, session: str) -> WorkerInfo:
         gate = self._gates.get(session)
@@ -232,7 +264,6 @@ class Proxy:
             self._refuse_handshake(client, head, refused)
             return
         request = frames.with_header(client.buffer[: head.size], "X-Forwarded-For", client.peer_ip)
-        del client.buffer[: head.size]
         upstream.write(request)
         try:
             response = await self._upstream_head(upstream, worker)
@@ -244,6 +275,7 @@ class Proxy:
             self._upstream_failed(worker, f"handshake answered {response.first_line!r}")
             self._refuse_handshake(client, head, _refused_by(worker, response))
             return
+        del client.buffer[: head.size]  # sent; what the client sent since follows it
         cursor = FrameCursor()
         cursor.feed(bytes(upstream.buffer[response.size :]))
         client.write(upstream.buffer)
@@ -254,10 +286,14 @@ class Proxy:
 
     async def _route_json(self, client: Side, head: Head) -> None:
         key = frames.check_client_handshake(head)  # checked before routing
-        client.write(frames.switching_protocols(key))
+        client.write(frames.switching_protocols(key, self.auth.subprotocol(self._offered(head))))
         del client.buffer[: head.size]
         try:
-            session, join_frames = await self._read_join(client)
+            grant = self._authenticate(head)
+            session, user, join_frames = await self._read_join(client)
+            if grant is not None:
+                grant.check_user(user)
+                grant.check_session(session)
             worker = await self._owner(session)
             upstream = await self._connect(worker)
             forwarded: tuple[tuple[str, str], ...] = (("X-Forwarded-For", client.peer_ip),)
@@ -271,6 +307,12 @@ class Proxy:
                 upstream.close()
                 self._upstream_failed(worker, f"handshake answered {response.first_line!r}")
                 raise _refused_by(worker, response)
+        except AuthRefused as exc:
+            self._auth_refused(client, exc)
+            client.write(frames.text_frame(jmsg.auth_error(exc)))
+            client.write(frames.close_frame(exc.code, exc.reason))
+            client.linger()
+            return
         except Refused as refused:
             if refused.code == 1000:  # the client closed first; its close was answered
                 client.close()
@@ -279,7 +321,7 @@ class Proxy:
                 error = jmsg.error(jmsg.SESSION_UNAVAILABLE, refused.reason)
                 client.write(frames.text_frame(error))
             client.write(frames.close_frame(refused.code, refused.reason))
-            client.close()
+            client.linger()
             return
         cursor = FrameCursor()
         cursor.feed(bytes(upstream.buffer[response.size :]))
@@ -290,8 +332,8 @@ class Proxy:
         relay.start(cursor)
         self._register(relay, worker)
 
-    async def _read_join(self, client: Side) -> tuple[str, bytes]:
-        """Reads messages until a valid join: (session id, the join's frames as received)."""
+    async def _read_join(self, client: Side) -> tuple[str, str, bytes]:
+        """Reads messages until a valid join: (session id, user id, the join's frames)."""
         deadline = time.monotonic() + JOIN_TIMEOUT_S
         limit = self.settings.max_message_bytes
         raw, payload = bytearray(), bytearray()
@@ -332,12 +374,12 @@ class Proxy:
                     continue
                 if parsed["type"] != "join":
                     raise jmsg.MessageError(jmsg.NOT_JOINED, "send a 'join' message first")
-                session, _ = jmsg.join_ids(parsed)
+                session, user = jmsg.join_ids(parsed)
             except jmsg.MessageError as exc:
                 self.metrics.client_errors.labels("json").inc()
                 client.write(frames.text_frame(jmsg.error(exc.error, exc.reason)))
                 continue
-            return session, message_frames
+            return session, user, message_frames
 
     async def _admin_request(self, client: Side) -> None:
         """A plain HTTP request: relayed as bytes to the router's own HTTP app."""
@@ -395,7 +437,7 @@ class Proxy:
         outcome = "closed by router"
         try:
             info = self.membership.find(old)
-            token = self.settings.admin_token
+            token = sending_token(self.settings.admin_token)
             if info is not None and info.state != "down" and token:
                 try:
                     response = await self.http.post(

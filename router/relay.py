@@ -88,6 +88,31 @@ class Side(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def linger(self, timeout: float = LINGER_S) -> None:
+        """After our close frame: drop what the peer sends until its close frame, then hang up.
+
+        Hanging up at once would let the kernel answer frames the peer is still sending (a
+        y-websocket client sends its sync step 1 on open) with a reset, and a reset can destroy
+        our close frame before the peer reads it: the peer would see 1006 instead of our code.
+        ``buffer`` must hold whole frames from a frame boundary on (they are dropped too).
+        """
+        cursor = FrameCursor()
+
+        def discard(data: bytes) -> None:
+            cursor.feed(data)
+            if cursor.closed:
+                self.close()
+
+        self.partner = None
+        self.discard = discard
+        pending = bytes(self.buffer)
+        self.buffer.clear()
+        if pending:
+            discard(pending)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()  # it may have been paused by back-pressure
+            asyncio.get_running_loop().call_later(timeout, self.close)
+
     @property
     def peer_ip(self) -> str:
         if self.transport is None:
@@ -177,23 +202,8 @@ class Relay:
         client.partner = None
         upstream.close()
         client.write(close_frame(code, reason))
-        self._linger()
+        client.linger()
         self._end()
-
-    def _linger(self) -> None:
-        """Wait for the client's close frame (or a timeout), then hang up."""
-        client = self.client
-        cursor = FrameCursor()
-
-        def discard(data: bytes) -> None:
-            cursor.feed(data)
-            if cursor.closed:
-                client.close()
-
-        client.discard = discard
-        if client.transport is not None and not client.transport.is_closing():
-            client.transport.resume_reading()  # it may have been paused by back-pressure
-        asyncio.get_running_loop().call_later(LINGER_S, client.close)
 
     def _client_lost(self) -> None:
         self.upstream.close()
@@ -209,7 +219,7 @@ class Relay:
             # reconnect (its next connection goes to the next owner).
             self.client.partner = None
             self.client.write(close_frame(1012, f"worker {self.worker} went away; reconnect"))
-            self._linger()
+            self.client.linger()
         else:
             self.client.close()
         self._end()

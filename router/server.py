@@ -109,6 +109,9 @@ async def run_router(
             consequence="admin API refused; hand-offs close clients without a worker flush",
             fix="set ADMIN_TOKEN (the same on routers and workers)",
         )
+    if (warning := proxy.auth.startup_warning()) is not None:
+        event, fields = warning
+        log.warning(event, **fields)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(membership.run)

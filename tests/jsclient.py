@@ -5,7 +5,8 @@ while `node_modules` matches `package-lock.json`) and runs it, one-shot or as a 
 that survives a server restart and reports y-websocket's own reconnects.
 
     result = await run_js_client(url, "S/a.py", insert="hi", expect_contains=["hi"])
-    async with js_client(url, "S/a.py") as client:
+    closed = await run_js_client(url, "S/a.py", token=jwt, expect_close=True)  # {"closeCode", ..}
+    async with js_client(url, "S/a.py", token=jwt, token_carrier="protocol") as client:
         await client.insert("x")
         state = await client.wait(expect_contains=["x"], timeout_ms=5000)
 """
@@ -90,12 +91,18 @@ async def run_js_client(
     index: bool = False,
     timeout_ms: int = 10_000,
     hold_ms: int = 0,
+    token: str | None = None,
+    token_carrier: str | None = None,
+    expect_close: bool = False,
 ) -> dict[str, Any]:
     """Connect, sync, optionally insert, wait for the expected text, and return the final state.
 
     Returns `{"text", "synced", "reconnects"}` (index mode: `{"keys", "files", ...}`; there
     `expect_contains` names keys); raises JSClientError with the client's stderr when it times
     out or fails. `expect_contains` items travel comma-joined, so they cannot contain commas.
+    `token` is sent as the `token` URL parameter, or with `token_carrier="protocol"` as the
+    offered subprotocol. `expect_close` waits for the server's first close instead and returns
+    `{"closeCode", "closeReason", "synced"}`.
     """
     await ensure_node_modules()
     args = _args(
@@ -108,6 +115,9 @@ async def run_js_client(
         index=index,
         timeout_ms=timeout_ms,
         hold_ms=hold_ms,
+        token=token,
+        token_carrier=token_carrier,
+        expect_close=expect_close,
     )
     with anyio.fail_after((timeout_ms * 2 + hold_ms) / 1000 + 10):
         done = await anyio.run_process(args, cwd=JS_DIR, check=False)
@@ -191,11 +201,25 @@ class JSClient:
 
 @asynccontextmanager
 async def js_client(
-    url: str, room: str, *, index: bool = False, timeout_ms: int = 10_000
+    url: str,
+    room: str,
+    *,
+    index: bool = False,
+    timeout_ms: int = 10_000,
+    token: str | None = None,
+    token_carrier: str | None = None,
 ) -> AsyncIterator[JSClient]:
     """A long-lived JS client, yielded once it has synced; quit (or killed) on exit."""
     await ensure_node_modules()
-    args = _args(url, room, index=index, timeout_ms=timeout_ms, interactive=True)
+    args = _args(
+        url,
+        room,
+        index=index,
+        timeout_ms=timeout_ms,
+        interactive=True,
+        token=token,
+        token_carrier=token_carrier,
+    )
     async with await anyio.open_process(args, cwd=JS_DIR, stderr=None) as process:
         client = JSClient(process, room)
         try:

@@ -136,3 +136,16 @@ async def pool(
             await asyncio.gather(*(w.stop() for w in everyone), return_exceptions=True)
         for w in everyone:
             w.kill()
+
+
+@asynccontextmanager
+async def another_router(settings: RouterSettings) -> AsyncIterator[Router]:
+    """One more router (in this event loop) with its own settings, stopped on exit."""
+    async with anyio.create_task_group() as tg:
+        running: Router = await tg.start(
+            lambda task_status: run_router(settings, task_status=task_status)
+        )
+        try:
+            yield running
+        finally:
+            tg.cancel_scope.cancel()

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import websockets
 from pycrdt import Doc, Map, Text
+from websockets.typing import Subprotocol
 
 from tests.s3server import free_port
 from worker.app import create_app
@@ -182,8 +183,12 @@ class JsonClient:
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, url: str, path: str = "/") -> AsyncIterator[JsonClient]:
-        async with websockets.connect(url + path, max_size=None) as ws:
+    async def connect(
+        cls, url: str, path: str = "/", subprotocols: Sequence[str] = ()
+    ) -> AsyncIterator[JsonClient]:
+        """``path`` may carry a query (``/?token=...``); ``subprotocols`` are offered."""
+        offered = [Subprotocol(s) for s in subprotocols] or None
+        async with websockets.connect(url + path, max_size=None, subprotocols=offered) as ws:
             yield cls(ws)
 
     async def send(self, message: dict[str, Any] | str) -> None:
@@ -257,8 +262,14 @@ class YjsClient:
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, url: str, room: str) -> AsyncIterator[YjsClient]:
-        async with websockets.connect(f"{url}/yjs/{room}", max_size=None) as ws:
+    async def connect(
+        cls, url: str, room: str, subprotocols: Sequence[str] = ()
+    ) -> AsyncIterator[YjsClient]:
+        """``room`` may carry a query (``S/a.txt?token=...``); ``subprotocols`` are offered."""
+        offered = [Subprotocol(s) for s in subprotocols] or None
+        async with websockets.connect(
+            f"{url}/yjs/{room}", max_size=None, subprotocols=offered
+        ) as ws:
             client = cls(ws)
             reader = asyncio.create_task(client._read())
             await client.ws.send(yjs.sync_step1(client.doc.get_state()))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import collab
 from tests.support import ROOT, JsonClient
 
 pytestmark = pytest.mark.slow
@@ -48,7 +49,8 @@ def free_block(size: int) -> int:
 @asynccontextmanager
 async def collab_up(
     data: Path, port: int, env: dict[str, str] | None = None
-) -> AsyncIterator[asyncio.subprocess.Process]:
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """`collab up` running, and the banner it printed once up."""
     proc = await asyncio.create_subprocess_exec(
         str(COLLAB),
         "up",
@@ -69,7 +71,12 @@ async def collab_up(
             while b"collab is up" not in (line := await proc.stdout.readline()):
                 assert line, f"collab up exited early: {b''.join(seen).decode()}"
                 seen.append(line)
-        yield proc
+            banner = [line]
+            while b"Press Ctrl-C" not in line:
+                line = await proc.stdout.readline()
+                assert line, f"collab up exited early: {b''.join(banner).decode()}"
+                banner.append(line)
+        yield proc, b"".join(banner).decode()
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -109,7 +116,7 @@ async def test_two_clients_edit_through_the_router_and_ctrl_c_loses_nothing(
     port = free_block(3)
     # Embedded storage under the data directory, or the S3 server process (MinIO when set).
     env = {} if "STORAGE_DIR" in backend_env else backend_env
-    async with collab_up(tmp_path / "data", port, env) as up:
+    async with collab_up(tmp_path / "data", port, env) as (up, banner):
         alice, bob = await asyncio.gather(
             run_example(port, "Alice was here. "), run_example(port, "Bob too. ")
         )
@@ -120,12 +127,17 @@ async def test_two_clients_edit_through_the_router_and_ctrl_c_loses_nothing(
             joined = await j.join("demo", "carol")
             assert joined["containerId"] in ("w-0", "w-1")
             assert await j.get_file("hello.txt") == final
+        # The banner's export line is all the operator commands need.
+        exports = banner.split("export ", 1)[1].splitlines()[0].split()
+        located = await collab("locate", "demo", env=dict(e.split("=", 1) for e in exports))
+        assert located.returncode == 0, located.stderr
+        assert located.stdout.splitlines()[1].split()[1] == joined["containerId"]
         out = await stop(up)
         assert (tmp_path / "data" / "storage").exists() == (not env)
         assert "router stopped (exit 0)" in out and "w-1 stopped (exit 0)" in out
         assert out.rstrip().endswith("stopped.")
     # Started again on the same data directory: everything is still there.
-    async with collab_up(tmp_path / "data", port, env) as up:
+    async with collab_up(tmp_path / "data", port, env) as (up, _):
         async with JsonClient.connect(f"ws://127.0.0.1:{port}") as j:
             await j.join("demo", "dave")
             assert await j.get_file("hello.txt") == final

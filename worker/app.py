@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,9 +19,16 @@ from .endpoints.json import json_endpoint
 from .endpoints.state import WorkerState
 from .endpoints.yjs import yjs_endpoint
 from .metrics import WorkerMetrics
-from .sessions import SessionManager
+from .sessions import SessionManager, SessionUnavailable
 from .settings import Settings
-from .storage import InstrumentedStore, SessionStore, Store, store_for
+from .storage import (
+    InstrumentedStore,
+    SessionStore,
+    StorageError,
+    Store,
+    store_for,
+    validate_session_id,
+)
 
 log = structlog.get_logger("worker.app")
 
@@ -39,9 +47,9 @@ class WorkerApp:
         state: WorkerState = self.state.worker
         path: str = scope["path"]
         if path.startswith("/yjs/"):
-            await yjs_endpoint(state, path[5:], receive, send)
+            await yjs_endpoint(state, scope, path[5:], receive, send)
         elif path in ("/", "/ws"):
-            await json_endpoint(state, receive, send)
+            await json_endpoint(state, scope, receive, send)
         else:
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 1008, "reason": "unknown path"})
@@ -50,6 +58,7 @@ class WorkerApp:
 def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
     """The worker app; ``store`` overrides the one described by ``settings.storage``."""
     metrics = WorkerMetrics()
+    started = time.monotonic()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -67,6 +76,9 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
             storage=settings.storage.describe(),
             flush_interval_ms=settings.flush_interval_ms,
         )
+        if (warning := state.auth.startup_warning()) is not None:
+            event, fields = warning
+            log.warning(event, **fields)  # auth_disabled: loud, once, next to worker_started
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(manager.run)
@@ -107,6 +119,10 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
             "state": status,
             "worker": settings.worker_id,
             "sessions": len(manager.sessions),
+            "connections": int(
+                metrics.value("collab_connections_active", protocol="yjs")
+                + metrics.value("collab_connections_active", protocol="json")
+            ),
             # Storage trouble is reported, not turned into 503: every worker shares the same
             # storage, so moving sessions elsewhere would not help, and this worker keeps
             # serving and holding the edits until storage is back.
@@ -122,15 +138,28 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def admin_status(request: Request) -> Response:
-        state = worker(request)
-        manager = state.manager
+        """Everything `collab status` shows about this worker, read from live state."""
+        manager = worker(request).manager
+        unflushed, age = manager.update_lag_metrics()
+        by_protocol = {
+            p: int(metrics.value("collab_connections_active", protocol=p)) for p in ("yjs", "json")
+        }
         return JSONResponse(
             {
                 "worker": settings.worker_id,
                 "state": "draining" if manager.draining else "active",
                 "sessions": len(manager.sessions),
-                "connections": sum(s.client_count for s in manager.sessions.values()),
+                "connections": sum(by_protocol.values()),
+                "connectionsByProtocol": by_protocol,
+                "documents": sum(s.documents for s in manager.sessions.values()),
                 "storage": "ok" if manager.storage_ok else "unavailable",
+                "storageError": manager.storage_error,
+                "unflushedBytes": unflushed,
+                "unflushedAgeSeconds": round(age, 3),
+                "eventLoopLagSeconds": metrics.value("collab_event_loop_lag_seconds"),
+                "uptimeSeconds": round(time.monotonic() - started, 1),
+                "drain": manager.drain_status(),
+                "recentCommits": list(manager.autocommit.recent),
             }
         )
 
@@ -144,9 +173,13 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
         )
 
     async def admin_drain(request: Request) -> Response:
+        """Starts draining and answers at once (202); progress is in ``/admin/status``."""
         manager = worker(request).manager
-        result = await manager.drain(settings.drain_timeout_ms / 1000)
-        return JSONResponse({"worker": settings.worker_id, "state": "draining", **result})
+        manager.start_drain(settings.drain_timeout_ms / 1000)
+        return JSONResponse(
+            {"worker": settings.worker_id, "state": "draining", **manager.drain_status()},
+            status_code=202,
+        )
 
     async def admin_undrain(request: Request) -> Response:
         worker(request).manager.undrain()
@@ -173,10 +206,23 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
         session_id = request.path_params["session"]
         session = manager.sessions.get(session_id)
         if session is None:
-            return JSONResponse(
-                {"error": f"session {session_id} is not live on worker {settings.worker_id}"},
-                status_code=404,
-            )
+            # Not live here: load it (it unloads again after SESSION_IDLE_MS), so edits that a
+            # killed worker left uncommitted in storage can be committed on demand.
+            try:
+                validate_session_id(session_id)
+                exists = await manager.store.session_exists(session_id)
+            except ValueError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            except StorageError as exc:
+                return JSONResponse({"error": f"storage unavailable: {exc}"}, status_code=503)
+            if not exists:
+                return JSONResponse(
+                    {"error": f"no session {session_id} in storage"}, status_code=404
+                )
+            try:
+                session = await manager.acquire(session_id)
+            except SessionUnavailable as exc:
+                return JSONResponse({"error": exc.reason}, status_code=409 if exc.draining else 503)
         if not session.is_git:
             return JSONResponse(
                 {"error": f"session {session_id} has no git history; nothing is committed"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
@@ -18,7 +19,7 @@ import structlog
 from .commits import CommitConflict, CommitOutcome, commit_session
 from .committer import CommitterError, Person
 from .metrics import WorkerMetrics
-from .session import Session
+from .session import Session, iso_time
 from .settings import Settings
 from .storage import SessionStore, StorageError
 
@@ -34,6 +35,8 @@ class AutoCommitter:
         self.metrics = metrics
         self._locks: dict[str, asyncio.Lock] = {}
         self._running: set[str] = set()
+        # The last few commit attempts, newest last, for `collab status` (admin status).
+        self.recent: deque[dict[str, Any]] = deque(maxlen=10)
 
     def forget(self, session_id: str) -> None:
         self._locks.pop(session_id, None)
@@ -67,14 +70,38 @@ class AutoCommitter:
             except (StorageError, CommitConflict, CommitterError, OSError) as exc:
                 self.metrics.commits.labels("error").inc()
                 log.error("commit_failed", session=session.id, error=str(exc))
+                self._remember(session.id, "error", None, author.name, error=str(exc))
                 raise
             finally:
                 self.metrics.commit_seconds.observe(time.monotonic() - started)
             for user, at in editors.items():
                 if session.editors.get(user) == at:
                     del session.editors[user]
-            self.metrics.commits.labels("ok" if outcome.sha else "unchanged").inc()
+            result = "ok" if outcome.sha else "unchanged"
+            self.metrics.commits.labels(result).inc()
+            self._remember(session.id, result, outcome.sha, author.name, len(outcome.changed))
             return outcome
+
+    def _remember(
+        self,
+        session_id: str,
+        outcome: str,
+        sha: str | None,
+        author: str,
+        changed: int = 0,
+        error: str | None = None,
+    ) -> None:
+        self.recent.append(
+            {
+                "at": iso_time(time.time()),
+                "sessionId": session_id,
+                "outcome": outcome,
+                "commit": sha,
+                "author": author,
+                "changed": changed,
+                "error": error,
+            }
+        )
 
     def start_due(self, sessions: Iterable[Session], spawn: Spawn) -> None:
         """Starts a commit for every git session whose cooldown has passed since its last edit."""

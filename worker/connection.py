@@ -21,12 +21,12 @@ Handler = Callable[[bytes | str], Awaitable[None]]
 _CLOSE_GRACE_S = 1.0
 
 
-async def accept(receive: Receive, send: Send) -> bool:
-    """Completes the handshake; False if the peer went away first."""
+async def accept(receive: Receive, send: Send, subprotocol: str | None = None) -> bool:
+    """Completes the handshake (selecting ``subprotocol``); False if the peer went away first."""
     message = await receive()
     if message["type"] != "websocket.connect":
         return False
-    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.accept", "subprotocol": subprotocol})
     return True
 
 
@@ -36,6 +36,14 @@ async def close(send: Send, code: int, reason: str) -> None:
     reason = reason.encode()[:120].decode(errors="ignore")
     with contextlib.suppress(OSError, RuntimeError):
         await send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+async def refuse(send: Send, code: int, reason: str, message: str | None = None) -> None:
+    """Closes an accepted connection that never reached a session, after one text ``message``."""
+    if message is not None:
+        with contextlib.suppress(OSError, RuntimeError):
+            await send({"type": "websocket.send", "text": message})
+    await close(send, code, reason)
 
 
 async def pump(receive: Receive, send: Send, client: Client, handle: Handler) -> None:

@@ -15,7 +15,13 @@ def configure_logging(fmt: str, level: int = logging.INFO) -> None:
         # formats exc_info by itself.
         renderers = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        renderers = [structlog.dev.ConsoleRenderer(colors=False)]
+        # Plain tracebacks: the default (rich, when installed) prints every frame's locals, and
+        # those hold client tokens (request heads, query strings) and settings with secrets.
+        renderers = [
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -86,6 +86,10 @@ class WorkerMetrics:
     def storage_request(self, op: str, outcome: str) -> None:
         self.storage_requests.labels(op, outcome).inc()
 
+    def value(self, name: str, **labels: str) -> float:
+        """One sample's current value (0 when it has none yet), for status endpoints."""
+        return self.registry.get_sample_value(name, labels) or 0.0
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 from pycrdt import merge_updates
 
 from .autocommit import AutoCommitter
@@ -59,6 +60,10 @@ class SessionManager:
         self._flush: defaultdict[str, _FlushState] = defaultdict(_FlushState)
         self.autocommit = AutoCommitter(settings, store, metrics)
         self.draining = False
+        self._drain_lock = asyncio.Lock()
+        self._background: TaskGroup | None = None  # run()'s task group
+        self._drain_running = False
+        self.last_drain: dict[str, Any] | None = None
         self.storage_ok = True
         self.storage_error: str | None = None
 
@@ -303,27 +308,71 @@ class SessionManager:
 
     # --- draining --------------------------------------------------------------------------
 
+    def start_drain(self, timeout_s: float) -> None:
+        """Drain in the background (admin API): callers follow progress in ``drain_status``.
+
+        A drain that is already running is not started twice.
+        """
+        self._set_draining()
+        if not self._drain_running:
+            if self._background is None:
+                raise RuntimeError("the session manager is not running")
+            self._drain_running = True
+            self._background.start_soon(self._drain_until_empty, timeout_s)
+
+    async def _drain_until_empty(self, timeout_s: float) -> None:
+        """Rounds of ``drain`` until no session is left (or undrain): a session that could not
+        be made durable (storage down) is handed off as soon as storage is back."""
+        try:
+            while self.draining:
+                await self.drain(timeout_s)
+                if not self.sessions:
+                    return
+                await anyio.sleep(1.0)
+        finally:
+            self._drain_running = False
+
+    def drain_status(self) -> dict[str, Any]:
+        return {
+            "draining": self.draining,
+            "inProgress": self._drain_running or self._drain_lock.locked(),
+            "sessionsLeft": sorted(self.sessions),
+            "last": self.last_drain,
+        }
+
+    def _set_draining(self) -> None:
+        if not self.draining:
+            self.draining = True
+            self.metrics.draining.set(1)
+            log.info("drain_started", sessions=len(self.sessions))
+
     async def drain(self, timeout_s: float) -> dict[str, Any]:
         """Stop taking sessions, make every live one durable, then send its clients away (1012).
 
         A session's clients are closed only after a flush left it clean, and from that moment
         it accepts no edits, so nothing a client was told about is lost in the hand-off.
+        Concurrent drains (admin API, then SIGTERM) run one after the other; the second one
+        finds whatever the first could not make durable.
         """
-        self.draining = True
-        self.metrics.draining.set(1)
-        log.info("drain_started", sessions=len(self.sessions))
+        self._set_draining()
         deadline = time.monotonic() + timeout_s
-        results: dict[str, bool] = {}
+        async with self._drain_lock:
+            results: dict[str, bool] = {}
 
-        async def one(session: Session) -> None:
-            results[session.id] = await self._hand_off(session, deadline, "worker draining")
+            async def one(session: Session) -> None:
+                results[session.id] = await self._hand_off(session, deadline, "worker draining")
 
-        async with anyio.create_task_group() as tg:
-            for session in list(self.sessions.values()):
-                tg.start_soon(one, session)
-        lost = [sid for sid, ok in results.items() if not ok]
-        log.info("drain_finished", handed_off=len(results) - len(lost), not_durable=lost)
-        return {"handedOff": len(results) - len(lost), "notDurable": lost}
+            async with anyio.create_task_group() as tg:
+                for session in list(self.sessions.values()):
+                    tg.start_soon(one, session)
+            lost = sorted(sid for sid, ok in results.items() if not ok)
+            log.info("drain_finished", handed_off=len(results) - len(lost), not_durable=lost)
+            self.last_drain = {
+                "finishedAt": iso_time(time.time()),
+                "handedOff": len(results) - len(lost),
+                "notDurable": lost,
+            }
+            return {"handedOff": len(results) - len(lost), "notDurable": lost}
 
     async def hand_off(self, session_id: str, timeout_s: float) -> dict[str, Any]:
         """One session leaves this worker (a router moved it): flush, then clients away (1012).
@@ -379,13 +428,14 @@ class SessionManager:
     async def run(self) -> None:
         """The worker's background duty: group-commit, lag metrics, idle unload, auto-commit."""
         tick = self.settings.flush_interval_ms / 1000 / 4
-        async with anyio.create_task_group() as commits:
+        async with anyio.create_task_group() as background:  # commits and admin drains
+            self._background = background
             while True:
                 await anyio.sleep(tick)
                 try:
                     await self.flush_due(tick)
                     await self.reap_idle()
-                    self.autocommit.start_due(self.sessions.values(), commits.start_soon)
+                    self.autocommit.start_due(self.sessions.values(), background.start_soon)
                 except Exception:
                     # A bug here must not stop durability for every other session: log it
                     # loudly, count it, and try again next interval (updates stay in memory).

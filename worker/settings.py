@@ -60,6 +60,12 @@ def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[s
     return raw
 
 
+def rotating_values(value: str | None) -> tuple[str, ...]:
+    """``ADMIN_TOKEN`` / ``AUTH_SECRET`` may list comma-separated values while one replaces
+    another: all are accepted, the first is the one used for sending or signing."""
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
 @dataclass(frozen=True)
 class StorageSettings:
     """Where durable state lives: embedded directory, or MinIO/S3 when an endpoint is set."""

@@ -6,6 +6,11 @@
 //              -> one JSON line {"text", "synced", "reconnects"}; exit 1 with a reason on stderr.
 // Index:       ... --room S --index [--expect-contains a.py,b.py]
 //              -> {"keys", "files", "synced", "reconnects"}
+// Auth:        ... --token JWT [--token-carrier query|protocol] (any mode): the token goes in the
+//              `token` URL parameter (y-websocket's `params`, the default) or as the one offered
+//              subprotocol (`protocols`).
+// Refusal:     ... --expect-close: waits for the first close the server sends
+//              -> {"closeCode", "closeReason", "synced"}; exit 1 if none comes in --timeout-ms.
 // Interactive: ... --interactive; reads JSON commands on stdin, one a line:
 //                {"op":"insert","text":T,"at":N} {"op":"dump"}
 //                {"op":"wait","expect":T,"expect_contains":[..],"timeout_ms":N} {"op":"quit"}
@@ -29,7 +34,10 @@ const { values: opts } = parseArgs({
     'timeout-ms': { type: 'string', default: '10000' },
     'hold-ms': { type: 'string', default: '0' },
     index: { type: 'boolean', default: false },
-    interactive: { type: 'boolean', default: false }
+    interactive: { type: 'boolean', default: false },
+    token: { type: 'string' },
+    'token-carrier': { type: 'string', default: 'query' },
+    'expect-close': { type: 'boolean', default: false }
   }
 })
 
@@ -45,7 +53,14 @@ const doc = new Y.Doc()
 const text = doc.getText('content')
 const files = doc.getMap('files')
 // The polyfill is the one Node-specific bit: Node 20 has no global WebSocket.
-const provider = new WebsocketProvider(opts.url, opts.room, doc, { WebSocketPolyfill: WebSocket })
+const providerOpts = { WebSocketPolyfill: WebSocket }
+if (opts.token !== undefined) {
+  const carrier = opts['token-carrier']
+  if (carrier === 'query') providerOpts.params = { token: opts.token }
+  else if (carrier === 'protocol') providerOpts.protocols = [opts.token]
+  else fail(`--token-carrier must be query or protocol, got ${JSON.stringify(carrier)}`)
+}
+const provider = new WebsocketProvider(opts.url, opts.room, doc, providerOpts)
 
 let connects = 0
 const reconnects = () => Math.max(0, connects - 1)
@@ -139,6 +154,26 @@ async function oneShot () {
   await finish(0)
 }
 
+/** Resolve with the first close the server sends (a local close reports `null`: skipped). */
+function firstServerClose (ms) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new Error(`timeout after ${ms} ms waiting for a close (synced=${provider.synced})`))
+    }, ms)
+    provider.on('connection-close', (event) => {
+      if (event === null) return
+      clearTimeout(timer)
+      resolve(event)
+    })
+  })
+}
+
+async function expectClose () {
+  const event = await firstServerClose(timeoutMs)
+  emit({ closeCode: event.code, closeReason: event.reason, synced: provider.synced })
+  await finish(0)
+}
+
 async function handle (cmd) {
   switch (cmd.op) {
     case 'insert':
@@ -180,5 +215,5 @@ async function interactive () {
   await finish(0) // stdin closed: the test is gone
 }
 
-const main = opts.interactive ? interactive : oneShot
+const main = opts.interactive ? interactive : opts['expect-close'] ? expectClose : oneShot
 main().catch((err) => fail(err.message))

@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli import COLLAB, Done, collab_sync
 from tests.conftest import storage_env
 from worker.settings import StorageSettings
 from worker.storage import SessionStore, store_for
-
-COLLAB = Path(sys.executable).parent / "collab"
 
 
 async def write_log(env: dict[str, str]) -> None:
@@ -51,10 +48,8 @@ async def write_log(env: dict[str, str]) -> None:
         await store.aclose()
 
 
-def collab(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(COLLAB), *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
-    )
+def collab(env: dict[str, str], *args: str) -> Done:
+    return collab_sync(*args, env=env, timeout=60)
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"])

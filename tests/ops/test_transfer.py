@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.cli import Done
+from tests.cli import collab as run_collab
 from tests.support import JsonClient, run_worker, settings_for
 from worker.settings import StorageSettings
 
-COLLAB = Path(sys.executable).parent / "collab"
 PNG = bytes([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) + bytes(range(256)) * 8
 
 
@@ -37,13 +35,8 @@ def make_repo(root: Path, files: int = 3) -> None:
     sh(root, "git", "-c", "user.name=dev", "-c", "user.email=dev@x", "commit", "-qm", "initial")
 
 
-async def collab(
-    storage: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "STORAGE_DIR": str(storage), **(env or {})}
-    return await asyncio.to_thread(
-        subprocess.run, [str(COLLAB), *args], env=env, capture_output=True, text=True, timeout=120
-    )
+async def collab(storage: Path, *args: str, env: dict[str, str] | None = None) -> Done:
+    return await run_collab(*args, env={"STORAGE_DIR": str(storage), **(env or {})})
 
 
 class TestRoundTrip:

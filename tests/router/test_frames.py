@@ -45,6 +45,21 @@ class TestHandshake:
         with pytest.raises(frames.HandshakeError, match="16 base64"):
             frames.check_client_handshake(head)
 
+    def test_offered_subprotocols_are_read_from_every_header_line(self) -> None:
+        head = frames.parse_head(
+            b"GET / HTTP/1.1\r\nSec-WebSocket-Protocol: a, b\r\nsec-websocket-protocol: c\r\n\r\n"
+        )
+        assert head is not None
+        assert frames.offered_subprotocols(head) == ["a", "b", "c"]
+
+    def test_a_selected_subprotocol_is_named_in_the_101_and_none_by_default(self) -> None:
+        key = "dGhlIHNhbXBsZSBub25jZQ=="
+        selected = frames.parse_head(frames.switching_protocols(key, "hdr.pay.sig"))
+        plain = frames.parse_head(frames.switching_protocols(key))
+        assert selected is not None and plain is not None
+        assert selected.status == 101 and selected.header("sec-websocket-protocol") == "hdr.pay.sig"
+        assert plain.status == 101 and plain.header("sec-websocket-protocol") is None
+
 
 class TestFrames:
     @pytest.mark.parametrize("size", [0, 5, 125, 126, 65535, 65536, 200_000])

@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -96,10 +97,22 @@ class TestJoinStorms:
                         clients.append(tg.create_task(_open_and_type(a.url, sid, f"[{sid}:{n}]")))
             handles = [t.result() for t in clients]
             async with httpx.AsyncClient() as http:
-                r = await http.post(
-                    f"{a.http}/admin/drain", headers={"Authorization": "Bearer t"}, timeout=30
-                )
-                assert r.status_code == 200 and r.json()["notDurable"] == []
+                auth = {"Authorization": "Bearer t"}
+                r = await http.post(f"{a.http}/admin/drain", headers=auth, timeout=30)
+                assert r.status_code == 202  # drains in the background; progress in status
+
+                async def drained() -> dict[str, Any]:
+                    status = await http.get(f"{a.http}/admin/status", headers=auth)
+                    drain: dict[str, Any] = status.json()["drain"]
+                    return drain
+
+                for _ in range(300):
+                    drain = await drained()
+                    if not drain["inProgress"]:
+                        break
+                    await asyncio.sleep(0.1)
+                assert drain["sessionsLeft"] == [] and drain["last"]["notDurable"] == []
+                assert drain["last"]["handedOff"] == 20
             for y, cm in handles:
                 await wait_until(lambda y=y: y.close_code is not None, what="1012")
                 assert y.close_code == 1012

@@ -120,7 +120,7 @@ class TestSigterm:
             r = await http.post(
                 f"{worker.http}/admin/drain", headers={"Authorization": "Bearer t0ken"}
             )
-            assert r.status_code == 200
+            assert r.status_code == 202 and r.json()["draining"] is True
             ready = await http.get(f"{worker.http}/readyz")
             assert ready.status_code == 503 and ready.json()["state"] == "draining"
             async with JsonClient.connect(worker.url) as c:

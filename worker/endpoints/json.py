@@ -1,7 +1,9 @@
 """The seed's JSON protocol at ``/`` and ``/ws``: one session per connection.
 
 Every failure answers ``{"type": "error", "error": <the seed's text>}`` (plus a ``reason`` where
-the seed's text is generic) and leaves the connection and the session as they were.
+the seed's text is generic) and leaves the connection and the session as they were. Refusals by
+authentication (``worker.auth``) are the exception: their error is followed by close 4401 (at
+connect) or 4403 (at the join, before the session is loaded).
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from starlette.types import Receive, Send
+from starlette.types import Receive, Scope, Send
 
 from .. import files
+from ..auth import AuthRefused, Grant
 from ..client import CLOSE_RESTART, CLOSE_TRY_AGAIN, Client
-from ..connection import accept, pump
+from ..connection import accept, pump, refuse
 from ..paths import PathRefused, check_path
 from ..protocol import json as jmsg
 from ..session import Session, SessionMoving, UpdateRejected
@@ -23,13 +26,20 @@ from .state import WorkerState
 log = structlog.get_logger("worker.json")
 
 
-async def json_endpoint(state: WorkerState, receive: Receive, send: Send) -> None:
-    if not await accept(receive, send):
+async def json_endpoint(state: WorkerState, scope: Scope, receive: Receive, send: Send) -> None:
+    offered = scope.get("subprotocols") or []
+    if not await accept(receive, send, state.auth.subprotocol(offered)):
+        return
+    try:
+        grant = state.auth.authenticate(scope.get("query_string", b""), offered)
+    except AuthRefused as refused:
+        state.metrics.protocol_errors.labels(refused.label).inc()
+        await refuse(send, refused.code, refused.reason, jmsg.auth_error(refused))
         return
     client = Client(
         "json", state.settings.send_buffer_bytes, on_overflow=state.metrics.slow_clients_dropped.inc
     )
-    conn = _JsonConnection(state, client)
+    conn = _JsonConnection(state, client, grant)
     gauge = state.metrics.connections_active.labels("json")
     gauge.inc()
     try:
@@ -40,9 +50,10 @@ async def json_endpoint(state: WorkerState, receive: Receive, send: Send) -> Non
 
 
 class _JsonConnection:
-    def __init__(self, state: WorkerState, client: Client) -> None:
+    def __init__(self, state: WorkerState, client: Client, grant: Grant | None) -> None:
         self.state = state
         self.client = client
+        self.grant = grant  # None: authentication is off
         self.session: Session | None = None
         self.shadows = files.Shadows()
 
@@ -107,6 +118,15 @@ class _JsonConnection:
         if self.session is not None:
             raise jmsg.MessageError(jmsg.ALREADY_JOINED, "one session per connection")
         session_id, user_id = jmsg.join_ids(message)
+        if self.grant is not None:
+            try:
+                self.grant.check_user(user_id)
+                self.grant.check_session(session_id)
+            except AuthRefused as refused:
+                self.state.metrics.protocol_errors.labels(refused.label).inc()
+                self.client.send(jmsg.auth_error(refused))
+                self.client.close(refused.code, refused.reason)
+                return
         try:
             session = await self.state.manager.acquire(session_id)
         except SessionUnavailable as exc:

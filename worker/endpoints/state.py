@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..auth import Authenticator
 from ..metrics import WorkerMetrics
 from ..sessions import SessionManager
 from ..settings import Settings
@@ -18,3 +19,8 @@ class WorkerState:
     manager: SessionManager
     ready: bool = False
     stopping: bool = field(default=False)
+    # Derived from settings, so that the lifespan that builds this state need not know of it.
+    auth: Authenticator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.auth = Authenticator(self.settings.auth_secret)

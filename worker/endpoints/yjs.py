@@ -2,13 +2,16 @@
 
 Any unmodified y-websocket provider works: the server opens with sync step 1 and the room's
 awareness, answers step 1 with step 2, and applies step 2 and updates from the client.
+With ``AUTH_SECRET`` set, a connection whose token does not allow the session is closed (4401 or
+4403, see ``worker.auth``) before the session is loaded.
 """
 
 from __future__ import annotations
 
 import structlog
-from starlette.types import Receive, Send
+from starlette.types import Receive, Scope, Send
 
+from ..auth import AuthRefused
 from ..client import CLOSE_POLICY, CLOSE_RESTART, CLOSE_TRY_AGAIN, Client
 from ..connection import accept, close, pump
 from ..paths import PathRefused, check_path
@@ -24,9 +27,12 @@ CLOSE_INVALID_DATA = 1007
 CLOSE_UNSUPPORTED = 1003
 
 
-async def yjs_endpoint(state: WorkerState, target: str, receive: Receive, send: Send) -> None:
+async def yjs_endpoint(
+    state: WorkerState, scope: Scope, target: str, receive: Receive, send: Send
+) -> None:
     """``target`` is the URL path after ``/yjs/``: ``SESSION`` or ``SESSION/path/of/file``."""
-    if not await accept(receive, send):
+    offered = scope.get("subprotocols") or []
+    if not await accept(receive, send, state.auth.subprotocol(offered)):
         return
     raw_sid, _, raw_path = target.partition("/")
     try:
@@ -37,13 +43,25 @@ async def yjs_endpoint(state: WorkerState, target: str, receive: Receive, send: 
         await close(send, CLOSE_POLICY, f"invalid target: {exc}")
         return
     try:
+        grant = state.auth.authenticate(scope.get("query_string", b""), offered)
+        if grant is not None:
+            grant.check_session(session_id)
+    except AuthRefused as refused:
+        state.metrics.protocol_errors.labels(refused.label).inc()
+        await close(send, refused.code, refused.reason)
+        return
+    try:
         session = await state.manager.acquire(session_id)
     except SessionUnavailable as exc:
         await close(send, CLOSE_RESTART if exc.draining else CLOSE_TRY_AGAIN, exc.reason)
         return
 
     client = Client(
-        "yjs", state.settings.send_buffer_bytes, on_overflow=state.metrics.slow_clients_dropped.inc
+        "yjs",
+        state.settings.send_buffer_bytes,
+        # With authentication, edits are logged and committed under the token's user.
+        user_id=grant.user if grant is not None else "anonymous",
+        on_overflow=state.metrics.slow_clients_dropped.inc,
     )
     session.attach(client, doc_name)
     room = session.room(doc_name)

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from ..auth import CLOSE_FORBIDDEN, AuthRefused
 from ..storage.sessions import validate_session_id
 
 MESSAGE_TYPES = ("join", "fileOperation", "yjsUpdate", "getFiles", "getFile", "ping")
@@ -29,6 +30,8 @@ GET_FAILED = "Failed to get file"
 ALREADY_JOINED = "Already joined to a session"
 INVALID_SESSION = "Invalid sessionId"
 SESSION_UNAVAILABLE = "Session unavailable"
+UNAUTHENTICATED = "Authentication failed"
+FORBIDDEN = "Access denied"
 
 
 class MessageError(ValueError):
@@ -104,6 +107,12 @@ def error(text: str, reason: str | None = None) -> str:
     if reason:
         body["reason"] = reason
     return dumps(body)
+
+
+def auth_error(refused: AuthRefused) -> str:
+    """The error a client is sent before its connection is closed with ``refused.code``."""
+    text = FORBIDDEN if refused.code == CLOSE_FORBIDDEN else UNAUTHENTICATED
+    return error(text, refused.reason)
 
 
 def joined(session_id: str, user_id: str, container_id: str) -> str:

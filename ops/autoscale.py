@@ -1,0 +1,227 @@
+"""`collab autoscale`: the worker count from live sessions, and applying it on Docker Swarm.
+
+Swarm has no autoscaler; on Kubernetes the chart's HPA scales on the same metric
+(``collab_sessions_active`` per worker). The decision is HPA's rule:
+
+    desired = ceil(total sessions / target per worker), clamped to [min, max]
+
+Scale up at once. Scale down only after a full cool-off window has been observed, and only to
+the highest count wanted during it, so a brief lull does not remove workers that are needed
+again a minute later (HPA's scale-down stabilization window).
+
+On Swarm, scaling down removes tasks that Swarm picks (it prefers nodes with the most
+replicas), not ones we name. So the workers the autoscaler would remove (the ones holding the
+fewest sessions) are drained first, the service is scaled, and once Swarm has settled any drained
+worker that Swarm kept is undrained. Nothing is lost either way: a worker Swarm stops drains on
+SIGTERM within its stop_grace_period.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import anyio
+
+from .client import AdminClient, OpsError
+from .display import emit
+from .draining import wait_drained
+
+
+@dataclass(frozen=True)
+class Policy:
+    target: int  # sessions one worker should hold
+    minimum: int
+    maximum: int
+    scale_down_delay_s: float
+
+    def need(self, sessions: int) -> int:
+        """Workers needed for ``sessions``, within [minimum, maximum]."""
+        return min(self.maximum, max(self.minimum, math.ceil(sessions / self.target)))
+
+
+@dataclass(frozen=True)
+class Decision:
+    at: float
+    sessions: int
+    current: int
+    desired: int
+    action: str  # "scale up" | "scale down" | "hold"
+    reason: str
+
+    def row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["at"] = time.strftime("%H:%M:%S", time.localtime(self.at))
+        return row
+
+
+class Autoscaler:
+    """Pure decisions over (time, current replicas, total sessions); no I/O."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._needs: deque[tuple[float, int]] = deque()
+        self._first: float | None = None
+
+    def decide(self, now: float, current: int, sessions: int) -> Decision:
+        policy = self.policy
+        need = policy.need(sessions)
+        window = policy.scale_down_delay_s
+        self._first = now if self._first is None else self._first
+        self._needs.append((now, need))
+        while self._needs and self._needs[0][0] < now - window:
+            self._needs.popleft()
+        per = f"{sessions} sessions / {policy.target} per worker"
+        bounds = f"[{policy.minimum}, {policy.maximum}]"
+        if need > current:
+            return Decision(now, sessions, current, need, "scale up", f"{per} needs {need}")
+        if need == current:
+            return Decision(now, sessions, current, current, "hold", f"{per}: {need} is right")
+        observed = now - self._first
+        if observed < window:
+            return Decision(
+                now,
+                sessions,
+                current,
+                current,
+                "hold",
+                f"{per} needs {need} {bounds}, but the {window:g} s cool-off has run "
+                f"{observed:.0f} s only",
+            )
+        peak = max(n for _, n in self._needs)
+        if peak >= current:
+            return Decision(
+                now,
+                sessions,
+                current,
+                current,
+                "hold",
+                f"{per} needs {need}, but {peak} were needed in the last {window:g} s",
+            )
+        return Decision(
+            now,
+            sessions,
+            current,
+            peak,
+            "scale down",
+            f"{per} needs {need}; at most {peak} needed in the last {window:g} s",
+        )
+
+
+class Swarm:
+    """Applies a decision to a Swarm service with the ``docker`` CLI, draining removed workers."""
+
+    def __init__(
+        self, service: str, client: AdminClient, drain_timeout: float, settle_timeout: float
+    ) -> None:
+        self.service = service
+        self.client = client
+        self.drain_timeout = drain_timeout
+        self.settle_timeout = settle_timeout
+
+    async def docker(self, *args: str) -> str:
+        if shutil.which("docker") is None:
+            raise OpsError("no `docker` on PATH: --swarm-service needs the Docker CLI", 2)
+        done = await anyio.run_process(["docker", *args], check=False)
+        if done.returncode != 0:
+            error = done.stderr.decode(errors="replace").strip() or f"exit {done.returncode}"
+            raise OpsError(f"`docker {' '.join(args)}` failed: {error}")
+        return done.stdout.decode(errors="replace").strip()
+
+    async def replicas(self) -> int:
+        out = await self.docker(
+            "service", "inspect", "--format", "{{.Spec.Mode.Replicated.Replicas}}", self.service
+        )
+        try:
+            return int(out)
+        except ValueError:
+            raise OpsError(
+                f"service {self.service} is not a replicated service (docker said {out!r})"
+            ) from None
+
+    async def scale(self, workers: list[dict[str, Any]], current: int, desired: int) -> str:
+        """Scales the service; on the way down, drains the workers to be removed first."""
+        if desired >= current:
+            await self.docker("service", "scale", "--detach", f"{self.service}={desired}")
+            return f"scaled {self.service} to {desired}"
+        active = [w for w in workers if w.get("state") == "active"]
+        active.sort(key=lambda w: (int(w.get("sessions") or 0), str(w.get("id"))))
+        chosen = [str(w["id"]) for w in active[: current - desired]]
+        for name in chosen:
+            await self.client.drain(name)
+        for name in chosen:
+            await wait_drained(self.client, name, self.drain_timeout)
+        await self.docker("service", "scale", "--detach", f"{self.service}={desired}")
+        kept = await self._settle(desired, chosen)
+        for name in kept:
+            await self.client.undrain(name)
+        note = f"; undrained {', '.join(kept)} (Swarm stopped others)" if kept else ""
+        return f"drained {', '.join(chosen) or 'none'}, scaled {self.service} to {desired}{note}"
+
+    async def _settle(self, desired: int, drained: list[str]) -> list[str]:
+        """Waits for the pool to shrink to ``desired``; the drained workers still running."""
+        deadline = time.monotonic() + self.settle_timeout
+        while True:
+            workers = await self.client.workers()
+            alive = [w for w in workers if w.get("state") != "down"]
+            if len(alive) <= desired or time.monotonic() >= deadline:
+                return [str(w["id"]) for w in alive if w.get("id") in drained]
+            await anyio.sleep(1.0)
+
+
+class Loop:
+    """Reads the workers' metrics through the router, decides, prints, and applies."""
+
+    def __init__(
+        self, policy: Policy, client: AdminClient, swarm: Swarm | None, *, dry_run: bool
+    ) -> None:
+        self.scaler = Autoscaler(policy)
+        self.client = client
+        self.swarm = swarm
+        self.dry_run = dry_run
+
+    async def observe(self) -> tuple[int, int, list[dict[str, Any]]]:
+        """(total sessions, current replicas, workers) from live metrics and membership."""
+        metrics = await self.client.metrics()
+        failed = {name: m["error"] for name, m in metrics.items() if "error" in m}
+        if failed:
+            detail = ", ".join(f"{n}: {e}" for n, e in sorted(failed.items()))
+            raise OpsError(f"could not read the metrics of every worker ({detail}); not deciding")
+        sessions = sum(int(m["metrics"].get("collab_sessions_active", 0)) for m in metrics.values())
+        workers = await self.client.workers()
+        if self.swarm is not None:
+            current = await self.swarm.replicas()
+        else:
+            current = sum(1 for w in workers if w.get("state") != "down")
+        return sessions, current, workers
+
+    async def run(self, interval: float, rounds: int, *, as_json: bool) -> int:
+        columns = [(k, k.upper()) for k in ("at", "sessions", "current", "desired", "action")]
+        columns.append(("reason", "REASON"))
+        done = 0
+        while True:
+            sessions, current, workers = await self.observe()
+            decision = self.scaler.decide(time.monotonic(), current, sessions)
+            row = decision.row()
+            row["at"] = time.strftime("%H:%M:%S")
+            applied = None
+            if decision.action != "hold":
+                if self.swarm is None or self.dry_run:
+                    why = "dry run" if self.dry_run else "no --swarm-service"
+                    applied = f"not applied ({why})"
+                else:
+                    applied = await self.swarm.scale(workers, current, decision.desired)
+            row["applied"] = applied
+            emit([row], columns, as_json=as_json, header=done == 0)
+            if applied is not None and not as_json:
+                sys.stdout.write(f"  -> {applied}\n")
+                sys.stdout.flush()
+            done += 1
+            if rounds and done >= rounds:
+                return 0
+            await anyio.sleep(interval)

@@ -77,40 +77,27 @@ class Autoscaler:
         while self._needs and self._needs[0][0] < now - window:
             self._needs.popleft()
         per = f"{sessions} sessions / {policy.target} per worker"
-        bounds = f"[{policy.minimum}, {policy.maximum}]"
+
+        def decision(action: str, desired: int, reason: str) -> Decision:
+            return Decision(now, sessions, current, desired, action, reason)
+
         if need > current:
-            return Decision(now, sessions, current, need, "scale up", f"{per} needs {need}")
+            return decision("scale up", need, f"{per} needs {need}")
         if need == current:
-            return Decision(now, sessions, current, current, "hold", f"{per}: {need} is right")
+            return decision("hold", current, f"{per}: {need} is right")
         observed = now - self._first
         if observed < window:
-            return Decision(
-                now,
-                sessions,
-                current,
-                current,
+            return decision(
                 "hold",
-                f"{per} needs {need} {bounds}, but the {window:g} s cool-off has run "
-                f"{observed:.0f} s only",
+                current,
+                f"{per} needs {need} [{policy.minimum}, {policy.maximum}], but the {window:g} s "
+                f"cool-off has run {observed:.0f} s only",
             )
         peak = max(n for _, n in self._needs)
+        last = f"in the last {window:g} s"
         if peak >= current:
-            return Decision(
-                now,
-                sessions,
-                current,
-                current,
-                "hold",
-                f"{per} needs {need}, but {peak} were needed in the last {window:g} s",
-            )
-        return Decision(
-            now,
-            sessions,
-            current,
-            peak,
-            "scale down",
-            f"{per} needs {need}; at most {peak} needed in the last {window:g} s",
-        )
+            return decision("hold", current, f"{per} needs {need}, but {peak} were needed {last}")
+        return decision("scale down", peak, f"{per} needs {need}; at most {peak} needed {last}")
 
 
 class Swarm:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,11 @@ def storage_env(backend: str, tmp_path: Path, request: pytest.FixtureRequest) ->
         kwargs = server.store_kwargs(bucket)
     else:
         kwargs = minio_test_kwargs(bucket)
+    return s3_env(kwargs)
+
+
+def s3_env(kwargs: dict[str, Any]) -> dict[str, str]:
+    """A worker's MINIO_* environment for a store described by ``store_kwargs``."""
     return {
         "MINIO_ENDPOINT": kwargs["endpoint"],
         "MINIO_PORT": str(kwargs["port"]),

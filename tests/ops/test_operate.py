@@ -14,11 +14,12 @@ import websockets
 
 from router.settings import RouterSettings
 from tests.cli import Done, collab
+from tests.conftest import s3_env
 from tests.jsclient import js_client, requires_node
 from tests.ops.test_transfer import make_repo
 from tests.pool import TOKEN, Pool, another_router, pool
 from tests.router.test_handoff import sessions_owned_by
-from tests.s3server import S3Server, free_port, start_s3_server
+from tests.s3server import free_port, start_s3_server
 from tests.support import JsonClient, wait_until
 
 NAMES = ["w-0", "w-1", "w-2"]
@@ -317,7 +318,7 @@ class TestDrainTimeout:
         self, tmp_path: Path
     ) -> None:
         with start_s3_server() as s3:
-            env = s3_env(s3)
+            env = s3_env(s3.store_kwargs("drain-timeout"))
             async with pool(tmp_path, 1, env) as p, JsonClient.connect(p.url) as j:
                 await j.join("stuck", "alice")
                 await j.file_op(type="create", path="a.txt", content="kept in memory")
@@ -332,17 +333,6 @@ class TestDrainTimeout:
             async with pool(tmp_path, 1, env) as p2, JsonClient.connect(p2.url) as j2:
                 await j2.join("stuck", "bob")
                 assert await j2.get_file("a.txt") == "edited while down"
-
-
-def s3_env(server: S3Server) -> dict[str, str]:
-    kwargs = server.store_kwargs("drain-timeout")
-    return {
-        "MINIO_ENDPOINT": kwargs["endpoint"],
-        "MINIO_PORT": str(kwargs["port"]),
-        "MINIO_BUCKET": kwargs["bucket"],
-        "MINIO_ACCESS_KEY": kwargs["access_key"],
-        "MINIO_SECRET_KEY": kwargs["secret_key"],
-    }
 
 
 class TestCommit:

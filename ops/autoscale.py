@@ -55,8 +55,9 @@ class Decision:
     reason: str
 
     def row(self) -> dict[str, Any]:
+        """The decision without its clock reading (``at`` is monotonic time)."""
         row = asdict(self)
-        row["at"] = time.strftime("%H:%M:%S", time.localtime(self.at))
+        del row["at"]
         return row
 
 
@@ -188,27 +189,46 @@ class Loop:
         return sessions, current, workers
 
     async def run(self, interval: float, rounds: int, *, as_json: bool) -> int:
+        """Decides every ``interval`` seconds, ``rounds`` times (0: until stopped).
+
+        A round that cannot read the pool (router restarting, a worker not answering) or
+        cannot apply its decision is reported and skipped; the next round tries again. The
+        exit code is 1 when the last round failed.
+        """
         columns = [(k, k.upper()) for k in ("at", "sessions", "current", "desired", "action")]
         columns.append(("reason", "REASON"))
-        done = 0
+        done, printed, failed = 0, False, False
         while True:
-            sessions, current, workers = await self.observe()
-            decision = self.scaler.decide(time.monotonic(), current, sessions)
-            row = decision.row()
-            row["at"] = time.strftime("%H:%M:%S")
-            applied = None
-            if decision.action != "hold":
-                if self.swarm is None or self.dry_run:
-                    why = "dry run" if self.dry_run else "no --swarm-service"
-                    applied = f"not applied ({why})"
-                else:
-                    applied = await self.swarm.scale(workers, current, decision.desired)
-            row["applied"] = applied
-            emit([row], columns, as_json=as_json, header=done == 0)
-            if applied is not None and not as_json:
-                sys.stdout.write(f"  -> {applied}\n")
-                sys.stdout.flush()
+            try:
+                row = await self.round()
+                failed = False
+            except OpsError as exc:
+                if exc.exit_code == 2:
+                    raise
+                failed = True
+                again = f"; next round in {interval:g} s" if not rounds or done + 1 < rounds else ""
+                sys.stderr.write(f"collab autoscale: round skipped: {exc}{again}\n")
+                sys.stderr.flush()
+            else:
+                emit([row], columns, as_json=as_json, header=not printed)
+                printed = True
+                if row["applied"] is not None and not as_json:
+                    sys.stdout.write(f"  -> {row['applied']}\n")
+                    sys.stdout.flush()
             done += 1
             if rounds and done >= rounds:
-                return 0
+                return 1 if failed else 0
             await anyio.sleep(interval)
+
+    async def round(self) -> dict[str, Any]:
+        """One decision, applied unless holding, dry-running or without a Swarm service."""
+        sessions, current, workers = await self.observe()
+        decision = self.scaler.decide(time.monotonic(), current, sessions)
+        applied = None
+        if decision.action != "hold":
+            if self.swarm is None or self.dry_run:
+                why = "dry run" if self.dry_run else "no --swarm-service"
+                applied = f"not applied ({why})"
+            else:
+                applied = await self.swarm.scale(workers, current, decision.desired)
+        return {"at": time.strftime("%H:%M:%S"), **decision.row(), "applied": applied}

@@ -17,6 +17,8 @@ from typing import Annotated, Any
 import anyio
 import typer
 
+from worker.storage import validate_session_id
+
 from . import autoscale as scaling
 from .client import AdminClient, OpsError, Router
 from .display import emit
@@ -122,6 +124,8 @@ def locate(
 ) -> None:
     """The worker that owns a session on the ring, and whether it is live there now."""
 
+    _valid_session("locate", session)
+
     async def command(client: AdminClient) -> int:
         row = await client.locate(session)
         columns = [("sessionId", "SESSION"), ("owner", "OWNER"), ("address", "ADDRESS")]
@@ -215,6 +219,8 @@ def commit(
 ) -> None:
     """Auto-commit a git session now, on the worker that holds it (or its owner)."""
 
+    _valid_session("commit", session)
+
     async def command(client: AdminClient) -> int:
         row = await client.commit(session)
         columns = [("sessionId", "SESSION"), ("worker", "WORKER"), ("result", "RESULT")]
@@ -282,6 +288,14 @@ def autoscale(
         return await loop.run(interval, rounds, as_json=as_json)
 
     _run("autoscale", router, command)
+
+
+def _valid_session(name: str, session: str) -> None:
+    try:
+        validate_session_id(session)
+    except ValueError as exc:
+        typer.echo(f"collab {name}: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _ago(seconds: float) -> str:

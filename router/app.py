@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from worker.admin import require_admin, sending_token
+from worker.storage import validate_session_id
 
 from .membership import Membership, WorkerInfo, describe_error
 from .metrics import RouterMetrics
@@ -205,8 +206,17 @@ def create_http_app(
         sessions.sort(key=lambda s: (s.get("worker", ""), s.get("sessionId", "")))
         return JSONResponse({"sessions": sessions, "errors": errors})
 
+    def invalid_session(session: str) -> Response | None:
+        try:
+            validate_session_id(session)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return None
+
     async def admin_locate(request: Request) -> Response:
         session = request.path_params["session"]
+        if (invalid := invalid_session(session)) is not None:
+            return invalid
         owner = membership.owner(session)
         live_on = []
         for info in membership.workers.values():
@@ -229,6 +239,8 @@ def create_http_app(
     async def admin_commit(request: Request) -> Response:
         """Commit now, on the worker where the session is live (else its owner, which loads it)."""
         session = request.path_params["session"]
+        if (invalid := invalid_session(session)) is not None:
+            return invalid
         target = None
         for info in membership.workers.values():
             if info.state == "down":

@@ -18,6 +18,7 @@ from tests.cli import collab
 from tests.jsclient import js_client, requires_node
 from tests.pool import TOKEN, Pool, pool
 from tests.router.test_handoff import sessions_owned_by
+from tests.s3server import free_port
 from tests.support import JsonClient, wait_until
 
 NAMES = ["w-0", "w-1", "w-2"]
@@ -115,6 +116,27 @@ class TestFromLiveMetrics:
             # 5 sessions fit one worker, but no scale-down before a whole cool-off.
             assert [line.split()[4] for line in lines[1:]] == ["hold", "hold"]
             assert "cool-off" in lines[1]
+
+
+class TestUnreachable:
+    async def test_a_round_that_cannot_read_the_pool_is_skipped_and_the_next_tries_again(
+        self,
+    ) -> None:
+        router = f"http://127.0.0.1:{free_port()}"
+        done = await collab(
+            "autoscale",
+            "--target-sessions-per-worker",
+            "5",
+            "--rounds",
+            "2",
+            "--interval",
+            "0.1",
+            env={"COLLAB_ROUTER": router, "COLLAB_ADMIN_TOKEN": TOKEN},
+        )
+        assert done.returncode == 1 and done.stdout == ""
+        lines = done.stderr.splitlines()
+        assert len(lines) == 2 and all(f"cannot reach the router at {router}" in x for x in lines)
+        assert lines[0].endswith("; next round in 0.1 s") and "next round" not in lines[1]
 
 
 STAND_IN = """#!{python}

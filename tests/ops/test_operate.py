@@ -112,6 +112,15 @@ class TestErrors:
             assert p.router.membership.find("w-0").state == "active"  # type: ignore[union-attr]
             no_session = await cli(p, "commit", "never-existed")
             assert no_session.returncode == 1 and "no session never-existed" in no_session.stderr
+            for verb in ("commit", "locate"):
+                hostile = await cli(p, verb, "../etc")
+                assert hostile.returncode == 2 and "invalid session id '../etc'" in hostile.stderr
+            async with httpx.AsyncClient() as http:
+                auth = {"authorization": f"Bearer {TOKEN}"}
+                r = await http.post(p.http + "/admin/sessions/a..b/commit", headers=auth)
+                assert r.status_code == 400 and "invalid session id" in r.json()["error"]
+                r = await http.get(p.http + "/admin/sessions/a%20b", headers=auth)
+                assert r.status_code == 400
 
             # The worker's own admin API: refused without the token, with a wrong one.
             worker = p.workers["w-0"]
@@ -327,6 +336,10 @@ class TestDrainTimeout:
                 done = await cli(p, "drain", "w-0", "--wait", "--timeout", "3")
                 assert done.returncode == 1
                 assert "w-0 still holds 1 session(s) after 3 s: stuck" in done.stderr
+                status = await cli(p, "status")
+                assert status.returncode == 1
+                assert "storage  UNAVAILABLE on w-0" in status.stdout
+                assert "1 sessions left to move" in status.stdout
                 await s3.astart()
                 again = await cli(p, "drain", "w-0", "--wait", "--timeout", "30")
                 assert again.returncode == 0, again.stderr

@@ -81,7 +81,7 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
             log.warning(event, **fields)  # auth_disabled: loud, once, next to worker_started
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(manager.run)
+                await tg.start(manager.run)
                 tg.start_soon(metrics.watch_event_loop)
                 state.ready = True
                 try:

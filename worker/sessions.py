@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from pycrdt import merge_updates
 
 from .autocommit import AutoCommitter
@@ -425,11 +425,15 @@ class SessionManager:
         self.metrics.draining.set(0)
         log.info("undrained")
 
-    async def run(self) -> None:
-        """The worker's background duty: group-commit, lag metrics, idle unload, auto-commit."""
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The worker's background duty: group-commit, lag metrics, idle unload, auto-commit.
+
+        ``started`` once it can take background jobs (commits, admin drains).
+        """
         tick = self.settings.flush_interval_ms / 1000 / 4
-        async with anyio.create_task_group() as background:  # commits and admin drains
+        async with anyio.create_task_group() as background:
             self._background = background
+            task_status.started()
             while True:
                 await anyio.sleep(tick)
                 try:

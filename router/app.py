@@ -6,7 +6,8 @@ its sessions and its drain state) and locates sessions on the ring.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -24,6 +25,8 @@ from .membership import Membership, WorkerInfo, describe_error
 from .metrics import RouterMetrics
 from .proxy import Proxy
 from .settings import RouterSettings
+
+T = TypeVar("T")
 
 
 def create_http_app(
@@ -106,15 +109,14 @@ def create_http_app(
 
     async def all_worker_status() -> list[dict[str, Any]]:
         infos = sorted(membership.workers.values(), key=lambda i: i.name)
-        rows: list[dict[str, Any]] = [{} for _ in infos]
+        return await at_once(infos, worker_status)
 
-        async def one(i: int, info: WorkerInfo) -> None:
-            rows[i] = await worker_status(info)
-
-        async with anyio.create_task_group() as tg:
-            for i, info in enumerate(infos):
-                tg.start_soon(one, i, info)
-        return rows
+    async def live_on(session: str) -> list[WorkerInfo]:
+        """The workers that hold ``session`` live right now (normally one; two mid-hand-off)."""
+        infos = [i for i in membership.workers.values() if i.state != "down"]
+        path = f"/admin/sessions/{quote(session)}"
+        answers = await at_once(infos, lambda info: worker_call(info, "GET", path))
+        return [info for info, (status, _, _) in zip(infos, answers, strict=True) if status == 200]
 
     async def admin_worker(request: Request) -> Response:
         name = request.path_params["worker"]
@@ -164,9 +166,8 @@ def create_http_app(
         infos = sorted(
             (i for i in membership.workers.values() if i.state != "down"), key=lambda i: i.name
         )
-        result: dict[str, Any] = {}
 
-        async def one(info: WorkerInfo) -> None:
+        async def one(info: WorkerInfo) -> dict[str, Any]:
             entry: dict[str, Any] = {"state": info.state, "address": info.address}
             try:
                 response = await proxy.http.get(f"http://{info.address}/metrics", timeout=10)
@@ -174,11 +175,10 @@ def create_http_app(
                 entry["metrics"] = parse_metrics(response.text)
             except (httpx.HTTPError, ValueError) as exc:
                 entry["error"] = describe_error(exc)
-            result[info.name] = entry
+            return entry
 
-        async with anyio.create_task_group() as tg:
-            for info in infos:
-                tg.start_soon(one, info)
+        entries = await at_once(infos, one)
+        result = {info.name: entry for info, entry in zip(infos, entries, strict=True)}
         return JSONResponse({"router": settings.router_id, "workers": result})
 
     async def admin_sessions(request: Request) -> Response:
@@ -191,18 +191,12 @@ def create_http_app(
             infos = [info]
         sessions: list[dict[str, Any]] = []
         errors: dict[str, str] = {}
-
-        async def one(info: WorkerInfo) -> None:
-            status, body, error = await worker_call(info, "GET", "/admin/sessions")
+        answers = await at_once(infos, lambda info: worker_call(info, "GET", "/admin/sessions"))
+        for info, (status, body, error) in zip(infos, answers, strict=True):
             if status != 200 or body is None:
                 errors[info.name] = error or f"HTTP {status}: {body}"
-                return
-            for s in body.get("sessions", []):
-                sessions.append({**s, "worker": info.name})
-
-        async with anyio.create_task_group() as tg:
-            for info in infos:
-                tg.start_soon(one, info)
+                continue
+            sessions.extend({**s, "worker": info.name} for s in body.get("sessions", []))
         sessions.sort(key=lambda s: (s.get("worker", ""), s.get("sessionId", "")))
         return JSONResponse({"sessions": sessions, "errors": errors})
 
@@ -218,20 +212,14 @@ def create_http_app(
         if (invalid := invalid_session(session)) is not None:
             return invalid
         owner = membership.owner(session)
-        live_on = []
-        for info in membership.workers.values():
-            if info.state == "down":
-                continue
-            status, _, _ = await worker_call(info, "GET", f"/admin/sessions/{quote(session)}")
-            if status == 200:
-                live_on.append(info.name)
+        holders = sorted(info.name for info in await live_on(session))
         return JSONResponse(
             {
                 "sessionId": session,
                 "owner": owner.name if owner else None,
                 "address": owner.address if owner else None,
-                "live": bool(owner and owner.name in live_on),
-                "liveOn": sorted(live_on),
+                "live": bool(owner and owner.name in holders),
+                "liveOn": holders,
                 "connectionsViaThisRouter": len(proxy.live.get(session, ())),
             }
         )
@@ -241,15 +229,8 @@ def create_http_app(
         session = request.path_params["session"]
         if (invalid := invalid_session(session)) is not None:
             return invalid
-        target = None
-        for info in membership.workers.values():
-            if info.state == "down":
-                continue
-            status, _, _ = await worker_call(info, "GET", f"/admin/sessions/{quote(session)}")
-            if status == 200:
-                target = info
-                break
-        target = target or membership.owner(session)
+        holders = await live_on(session)
+        target = holders[0] if holders else membership.owner(session)
         if target is None:
             return JSONResponse(
                 {"error": "no worker is ready to load the session; retry shortly"},
@@ -308,6 +289,21 @@ def create_http_app(
         ),
     ]
     return Starlette(routes=routes)
+
+
+async def at_once(
+    infos: Sequence[WorkerInfo], call: Callable[[WorkerInfo], Awaitable[T]]
+) -> list[T]:
+    """``call`` for every worker concurrently; the results in the order of ``infos``."""
+    results: dict[int, T] = {}
+
+    async def one(i: int, info: WorkerInfo) -> None:
+        results[i] = await call(info)
+
+    async with anyio.create_task_group() as tg:
+        for i, info in enumerate(infos):
+            tg.start_soon(one, i, info)
+    return [results[i] for i in range(len(infos))]
 
 
 def parse_metrics(text: str) -> dict[str, float]:

@@ -1,0 +1,156 @@
+"""The worker's admin API (bearer ``ADMIN_TOKEN``): status, sessions, drain, hand-off, commit.
+
+Routers aggregate these (router/app.py); `collab` reaches them through a router. The worker is
+the source of truth for its sessions and its drain state.
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..admin import Endpoint, require_admin
+from ..metrics import WorkerMetrics
+from ..sessions import SessionUnavailable
+from ..settings import Settings
+from ..storage import StorageError, validate_session_id
+from .state import WorkerState
+
+
+def admin_routes(settings: Settings, metrics: WorkerMetrics, started: float) -> list[Route]:
+    """``started``: the app's start (monotonic), for the uptime in the status."""
+
+    def worker(request: Request) -> WorkerState:
+        state: WorkerState = request.app.state.worker
+        return state
+
+    async def admin_status(request: Request) -> Response:
+        """Everything `collab status` shows about this worker, read from live state."""
+        manager = worker(request).manager
+        unflushed, age = manager.update_lag_metrics()
+        by_protocol = {
+            p: int(metrics.value("collab_connections_active", protocol=p)) for p in ("yjs", "json")
+        }
+        return JSONResponse(
+            {
+                "worker": settings.worker_id,
+                "state": "draining" if manager.draining else "active",
+                "sessions": len(manager.sessions),
+                "connections": sum(by_protocol.values()),
+                "connectionsByProtocol": by_protocol,
+                "documents": sum(s.documents for s in manager.sessions.values()),
+                "storage": "ok" if manager.storage_ok else "unavailable",
+                "storageError": manager.storage_error,
+                "unflushedBytes": unflushed,
+                "unflushedAgeSeconds": round(age, 3),
+                "eventLoopLagSeconds": metrics.value("collab_event_loop_lag_seconds"),
+                "uptimeSeconds": round(time.monotonic() - started, 1),
+                "drain": manager.drain_status(),
+                "recentCommits": list(manager.autocommit.recent),
+            }
+        )
+
+    async def admin_sessions(request: Request) -> Response:
+        manager = worker(request).manager
+        return JSONResponse(
+            {
+                "worker": settings.worker_id,
+                "sessions": [s.describe() for s in manager.sessions.values()],
+            }
+        )
+
+    async def admin_drain(request: Request) -> Response:
+        """Starts draining and answers at once (202); progress is in ``/admin/status``."""
+        manager = worker(request).manager
+        manager.start_drain(settings.drain_timeout_ms / 1000)
+        return JSONResponse(
+            {"worker": settings.worker_id, "state": "draining", **manager.drain_status()},
+            status_code=202,
+        )
+
+    async def admin_undrain(request: Request) -> Response:
+        worker(request).manager.undrain()
+        return JSONResponse({"worker": settings.worker_id, "state": "active"})
+
+    async def admin_session(request: Request) -> Response:
+        session = worker(request).manager.sessions.get(request.path_params["session"])
+        if session is None:
+            return JSONResponse(
+                {"error": "session is not live on this worker", "worker": settings.worker_id},
+                status_code=404,
+            )
+        return JSONResponse({"worker": settings.worker_id, **session.describe()})
+
+    async def admin_handoff(request: Request) -> Response:
+        manager = worker(request).manager
+        result = await manager.hand_off(
+            request.path_params["session"], settings.drain_timeout_ms / 1000
+        )
+        return JSONResponse({"worker": settings.worker_id, **result})
+
+    async def admin_commit(request: Request) -> Response:
+        manager = worker(request).manager
+        session_id = request.path_params["session"]
+        session = manager.sessions.get(session_id)
+        if session is None:
+            # Not live here: load it (it unloads again after SESSION_IDLE_MS), so edits that a
+            # killed worker left uncommitted in storage can be committed on demand.
+            try:
+                validate_session_id(session_id)
+                exists = await manager.store.session_exists(session_id)
+            except ValueError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            except StorageError as exc:
+                return JSONResponse({"error": f"storage unavailable: {exc}"}, status_code=503)
+            if not exists:
+                return JSONResponse(
+                    {"error": f"no session {session_id} in storage"}, status_code=404
+                )
+            try:
+                session = await manager.acquire(session_id)
+            except SessionUnavailable as exc:
+                return JSONResponse({"error": exc.reason}, status_code=409 if exc.draining else 503)
+        if not session.is_git:
+            return JSONResponse(
+                {"error": f"session {session_id} has no git history; nothing is committed"},
+                status_code=409,
+            )
+        try:
+            outcome = await manager.autocommit.commit(session, force=True)
+        except Exception as exc:
+            return JSONResponse({"error": f"commit failed: {exc}"}, status_code=503)
+        assert outcome is not None
+        return JSONResponse(
+            {
+                "worker": settings.worker_id,
+                "sessionId": session_id,
+                "commit": outcome.sha,
+                "changed": list(outcome.changed),
+                "merged": outcome.merged,
+                "result": "committed" if outcome.sha else "nothing changed",
+            }
+        )
+
+    def guard(endpoint: Endpoint) -> Endpoint:
+        return require_admin(settings.admin_token, endpoint)
+
+    return [
+        Route("/admin/status", guard(admin_status)),
+        Route("/admin/sessions", guard(admin_sessions)),
+        Route("/admin/sessions/{session}", guard(admin_session)),
+        Route(
+            "/admin/sessions/{session}/handoff",
+            guard(admin_handoff),
+            methods=["POST"],
+        ),
+        Route(
+            "/admin/sessions/{session}/commit",
+            guard(admin_commit),
+            methods=["POST"],
+        ),
+        Route("/admin/drain", guard(admin_drain), methods=["POST"]),
+        Route("/admin/undrain", guard(admin_undrain), methods=["POST"]),
+    ]

@@ -132,7 +132,9 @@ class TestStoreContract:
         async def reader() -> None:
             while not done.is_set():
                 data = await store.get("atomic/obj")
-                assert data in versions, "a reader saw a partial or mixed object"
+                assert data in versions, "a reader saw a partial or mixed object: " + (
+                    "None" if data is None else f"{len(data)} bytes, {set(data[:4096])}"
+                )
                 seen.add(data[:1])
 
         async def writer() -> None:

@@ -50,24 +50,21 @@ def _text(value: Any) -> str:
 def progress(label: str, out: TextIO | None = None) -> Callable[..., None]:
     """A progress line on stderr: rewritten in place on a terminal, one line per change otherwise.
 
-    ``show(text)`` updates it; ``show(text, done=True)`` ends the line.
+    ``show(text, ticking="…")`` updates it; ``ticking`` (a timer) is shown on a terminal only, so
+    a log file gets a line when ``text`` changes, not every poll. ``done=True`` ends the line.
     """
     stream = sys.stderr if out is None else out
     live = stream.isatty()
-    last: list[str] = [""]
+    last: list[str | None] = [None]
 
-    def show(text: str, *, done: bool = False) -> None:
+    def show(text: str, *, ticking: str = "", done: bool = False) -> None:
         line = f"{label}: {text}"
         if live:
-            stream.write("\r\033[K" + line + ("\n" if done else ""))
-        elif line != last[0] and (done or _changed(last[0], line)):
-            stream.write(line + "\n")
+            stream.write("\r\033[K" + line + (f" ({ticking})" if ticking else ""))
+            stream.write("\n" if done else "")
+        elif line != last[0]:
+            stream.write(line + (f" ({ticking})" if ticking and done else "") + "\n")
         last[0] = line
         stream.flush()
 
     return show
-
-
-def _changed(before: str, after: str) -> bool:
-    """Off a terminal, only lines whose counts changed are worth printing (not the timer)."""
-    return before.split("(")[0] != after.split("(")[0]

@@ -25,13 +25,13 @@ async def wait_drained(
         left = sessions_left(row)
         in_progress = row.get("status", {}).get("drain", {}).get("inProgress", False)
         if row.get("state") == "down" or (not left and not in_progress):
-            show(f"no sessions left ({time.monotonic() - started:.1f} s)", done=True)
+            show("no sessions left", ticking=f"{time.monotonic() - started:.1f} s", done=True)
             return row
         elapsed = time.monotonic() - started
         if elapsed >= give_up_after:
             show(f"{len(left)} session(s) left, giving up after {give_up_after:g} s", done=True)
             return row
-        show(f"{len(left)} session(s) left ({elapsed:.1f} s)")
+        show(f"{len(left)} session(s) left", ticking=f"{elapsed:.1f} s")
         await anyio.sleep(0.25)
 
 

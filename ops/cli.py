@@ -15,7 +15,7 @@ from router.settings import RouterSettings
 from worker.settings import ConfigError, Settings
 from worker.storage import StorageError, validate_session_id
 
-from . import operate, transfer
+from . import local, operate, transfer
 from .display import emit
 from .storage import session_store
 from .up import Up
@@ -29,6 +29,7 @@ app = typer.Typer(
 
 
 app.add_typer(operate.app)
+app.add_typer(local.app)
 
 
 @app.callback()

@@ -15,6 +15,8 @@ from urllib.parse import quote
 
 import httpx
 
+from worker.settings import ConfigError, env_secret
+
 DEFAULT_ROUTER = "http://127.0.0.1:8080"
 TOKEN_VARIABLE = "COLLAB_ADMIN_TOKEN"
 
@@ -25,6 +27,10 @@ class OpsError(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Unreachable(OpsError):
+    """Nothing accepted the connection at the address: the peer is not running there."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,10 @@ class Router:
         url = (url or env.get("COLLAB_ROUTER") or DEFAULT_ROUTER).rstrip("/")
         if not url.startswith(("http://", "https://")):
             url = "http://" + url
-        token = env.get(TOKEN_VARIABLE, "").strip()
+        try:
+            token = env_secret(env, TOKEN_VARIABLE)
+        except ConfigError as exc:
+            raise OpsError(str(exc), exit_code=2) from None
         if not token:
             raise OpsError(
                 f"{TOKEN_VARIABLE} is not set: export it with the router's ADMIN_TOKEN "
@@ -53,8 +62,19 @@ class Router:
 class AdminClient:
     """Async admin calls against one router; use as ``async with AdminClient(router) as c``."""
 
-    def __init__(self, router: Router, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        router: Router,
+        timeout: float = 30.0,
+        *,
+        peer: str = "router",
+        token_fix: str = f"set {TOKEN_VARIABLE} to its ADMIN_TOKEN",
+    ) -> None:
         self.router = router
+        # Named in errors: "router at URL refused the token; set COLLAB_ADMIN_TOKEN …" (a
+        # container's own worker is reached with this client too, with its own ADMIN_TOKEN).
+        self.peer = peer
+        self.token_fix = token_fix
         self._http = httpx.AsyncClient(
             base_url=router.url,
             headers={"authorization": f"Bearer {router.token}"},
@@ -69,34 +89,32 @@ class AdminClient:
         await self._http.aclose()
 
     async def call(self, method: str, path: str, **params: str) -> dict[str, Any]:
-        url = self.router.url
+        url, peer = self.router.url, self.peer
         try:
             response = await self._http.request(method, path, params=params or None)
         except httpx.ConnectError as exc:
-            raise OpsError(
-                f"cannot reach the router at {url} ({exc or 'connection refused'}); "
-                "is it running? set --router or COLLAB_ROUTER"
+            raise Unreachable(
+                f"cannot reach the {peer} at {url} ({exc or 'connection refused'}); "
+                "is it running?" + (" set --router or COLLAB_ROUTER" if peer == "router" else "")
             ) from None
         except httpx.HTTPError as exc:
-            raise OpsError(f"router at {url} did not answer: {type(exc).__name__}: {exc}") from None
+            raise OpsError(f"{peer} at {url} did not answer: {type(exc).__name__}: {exc}") from None
         try:
             body = response.json()
         except ValueError:
             body = None
         error = body.get("error") if isinstance(body, dict) else None
         if response.status_code == 401:
-            raise OpsError(
-                f"router at {url} refused the token; set {TOKEN_VARIABLE} to its ADMIN_TOKEN"
-            )
+            raise OpsError(f"{peer} at {url} refused the token; {self.token_fix}")
         if response.status_code == 403:
             raise OpsError(
-                f"router at {url} has its admin API disabled ({error}); "
+                f"{peer} at {url} has its admin API disabled ({error}); "
                 "start it with ADMIN_TOKEN set"
             )
         if response.status_code >= 400:
-            raise OpsError(error or f"router at {url} answered HTTP {response.status_code}")
+            raise OpsError(error or f"{peer} at {url} answered HTTP {response.status_code}")
         if not isinstance(body, dict):
-            raise OpsError(f"router at {url} sent a non-JSON answer to {path}; is it a router?")
+            raise OpsError(f"{peer} at {url} sent a non-JSON answer to {path}; is it a {peer}?")
         return body
 
     # --- the admin API, one method per route ------------------------------------------------

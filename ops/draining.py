@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
-from .client import AdminClient
 from .display import progress
 
 
+class WorkerRows(Protocol):
+    """Where a worker's row comes from: a router's ``/admin/workers/{id}``, or the worker itself
+    (``collab self-drain``). The row has ``state`` and the worker's ``status``."""
+
+    async def worker(self, name: str) -> dict[str, Any]: ...
+
+
 async def wait_drained(
-    client: AdminClient, worker: str, give_up_after: float, started: float | None = None
+    client: WorkerRows, worker: str, give_up_after: float, started: float | None = None
 ) -> dict[str, Any]:
     """Polls until ``worker`` holds no session (or is gone), showing progress; its last row.
 

@@ -11,7 +11,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from worker.settings import MIB, ConfigError, env_choice, env_int, env_str
+from worker.settings import MIB, ConfigError, env_choice, env_int, env_secret, env_str
 
 
 def parse_address(value: str, variable: str) -> tuple[str, int]:
@@ -63,8 +63,8 @@ class RouterSettings:
             workers=workers,
             workers_dns=env_str(env, "WORKERS_DNS"),
             workers_port=env_int(env, "WORKERS_PORT", 8081, minimum=1),
-            admin_token=env_str(env, "ADMIN_TOKEN"),
-            auth_secret=env_str(env, "AUTH_SECRET"),
+            admin_token=env_secret(env, "ADMIN_TOKEN"),
+            auth_secret=env_secret(env, "AUTH_SECRET"),
             max_message_bytes=env_int(env, "MAX_MESSAGE_BYTES", 4 * MIB, minimum=1024),
             log_format=env_choice(env, "LOG_FORMAT", "text", ("text", "json")),
             health_interval_ms=env_int(env, "HEALTH_INTERVAL_MS", 1_000, minimum=50),

@@ -56,6 +56,7 @@ class WorkerApp:
 def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
     """The worker app; ``store`` overrides the one described by ``settings.storage``."""
     metrics = WorkerMetrics()
+    metrics.info.labels(settings.worker_id).set(1)
     started = time.monotonic()
 
     @asynccontextmanager

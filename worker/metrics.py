@@ -79,6 +79,12 @@ class WorkerMetrics:
         self.protocol_errors = Counter(
             "collab_protocol_errors_total", "Rejected client messages", ["reason"], registry=r
         )
+        self.info = Gauge(
+            "collab_worker_info",
+            "Always 1; its label names this worker, for joins on `instance` in dashboards",
+            ["worker"],
+            registry=r,
+        )
         for protocol in ("yjs", "json"):
             self.connections_active.labels(protocol)
         self.commits.labels("ok")

@@ -53,6 +53,27 @@ def env_str(env: Mapping[str, str], name: str, default: str | None = None) -> st
     return raw or default
 
 
+def env_secret(env: Mapping[str, str], name: str) -> str | None:
+    """A secret from ``NAME``, or from the file named by ``NAME_FILE`` (Docker/Swarm secrets
+    under /run/secrets, Kubernetes secret volumes); surrounding whitespace is stripped.
+
+    Setting both is refused: which one wins would be a guess.
+    """
+    path = env_str(env, f"{name}_FILE")
+    value = env_str(env, name)
+    if path is None:
+        return value
+    if value is not None:
+        raise ConfigError(name, f"and {name}_FILE are both set; keep one")
+    try:
+        content = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}_FILE", f"cannot be read ({path}): {exc}") from None
+    if not content:
+        raise ConfigError(f"{name}_FILE", f"names an empty file ({path})")
+    return content
+
+
 def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     raw = env.get(name, "").strip().lower() or default
     if raw not in choices:
@@ -81,8 +102,8 @@ class StorageSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StorageSettings:
         endpoint = env_str(env, "MINIO_ENDPOINT")
-        access = env_str(env, "MINIO_ACCESS_KEY")
-        secret = env_str(env, "MINIO_SECRET_KEY")
+        access = env_secret(env, "MINIO_ACCESS_KEY")
+        secret = env_secret(env, "MINIO_SECRET_KEY")
         if endpoint and (not access or not secret):
             missing = "MINIO_ACCESS_KEY" if not access else "MINIO_SECRET_KEY"
             raise ConfigError(missing, "must be set when MINIO_ENDPOINT is set")
@@ -154,8 +175,8 @@ class Settings:
             max_message_bytes=env_int(env, "MAX_MESSAGE_BYTES", 4 * MIB, minimum=1024),
             drain_timeout_ms=env_int(env, "DRAIN_TIMEOUT_MS", 20_000, minimum=0),
             log_interval_ms=env_int(env, "LOG_INTERVAL_MS", 5_000, minimum=1),
-            admin_token=env_str(env, "ADMIN_TOKEN"),
-            auth_secret=env_str(env, "AUTH_SECRET"),
+            admin_token=env_secret(env, "ADMIN_TOKEN"),
+            auth_secret=env_secret(env, "AUTH_SECRET"),
             log_format=env_choice(env, "LOG_FORMAT", "text", ("text", "json")),
             storage=StorageSettings.from_env(env),
         )

@@ -155,7 +155,7 @@ def documented_queries() -> list[str]:
 def suggested_alert_clauses() -> list[str]:
     """The clauses of the "Suggested alerts:" sentence, whitespace collapsed."""
     text = " ".join(dashboard_section().split())
-    match = re.search(r"Suggested alerts: (.+?)\.(?:\s|$)", text)
+    match = re.search(r"Suggested alerts(?: \([^)]*\))?: (.+?)\.(?:\s|$)", text)
     assert match, "docs/operations.md has no 'Suggested alerts:' sentence"
     return [c.strip() for c in match.group(1).split(";")]
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TextIO
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, NoReturn, TextIO
+
+import anyio
+import typer
+
+from .client import OpsError
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
@@ -68,3 +73,14 @@ def progress(label: str, out: TextIO | None = None) -> Callable[..., None]:
         stream.flush()
 
     return show
+
+
+def run_command(name: str, main: Callable[[], Awaitable[int]]) -> NoReturn:
+    """Runs a command's async ``main`` and exits with its code. An ``OpsError`` becomes one line
+    on stderr, ``collab NAME: cause; fix``, and that error's exit code."""
+    try:
+        code = anyio.run(main)
+    except OpsError as exc:
+        typer.echo(f"collab {name}: {exc}", err=True)
+        code = exc.exit_code
+    raise typer.Exit(code)

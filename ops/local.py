@@ -14,13 +14,13 @@ import time
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-import anyio
 import httpx
 import typer
 
 from worker.settings import ConfigError, env_secret, rotating_values
 
 from .client import AdminClient, OpsError, Router, Unreachable
+from .display import run_command
 from .draining import sessions_left, wait_drained
 
 app = typer.Typer()
@@ -77,12 +77,7 @@ def health(
         typer.echo(f"collab health: unhealthy: {'; '.join(problems)}", err=True)
         return 1
 
-    try:
-        code = anyio.run(main)
-    except OpsError as exc:
-        typer.echo(f"collab health: {exc}", err=True)
-        code = exc.exit_code
-    raise typer.Exit(code)
+    run_command("health", main)
 
 
 class OwnWorker:
@@ -155,9 +150,4 @@ def self_drain(
         typer.echo(f"drained {name} in {time.monotonic() - started:.1f} s")
         return 0
 
-    try:
-        code = anyio.run(main)
-    except OpsError as exc:
-        typer.echo(f"collab self-drain: {exc}", err=True)
-        code = exc.exit_code
-    raise typer.Exit(code)
+    run_command("self-drain", main)

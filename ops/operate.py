@@ -14,14 +14,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import anyio
 import typer
 
 from worker.storage import validate_session_id
 
 from . import autoscale as scaling
-from .client import AdminClient, OpsError, Router
-from .display import emit
+from .client import AdminClient, Router
+from .display import emit, run_command
 from .draining import sessions_left, wait_drained
 from .status import render_status
 
@@ -47,12 +46,7 @@ def _run(name: str, router_url: str | None, command: Command) -> None:
         async with AdminClient(Router.from_options(router_url)) as client:
             return await command(client)
 
-    try:
-        code = anyio.run(main)
-    except OpsError as exc:
-        typer.echo(f"collab {name}: {exc}", err=True)
-        code = exc.exit_code
-    raise typer.Exit(code)
+    run_command(name, main)
 
 
 WORKER_COLUMNS = (

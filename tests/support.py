@@ -174,6 +174,39 @@ class WorkerProcess:
             self.proc.wait()
 
 
+@dataclass
+class StoppedCleanly:
+    """Exit codes of a ``worker_and_router`` pair after their SIGTERM."""
+
+    worker: int | None = None
+    router: int | None = None
+
+
+@asynccontextmanager
+async def worker_and_router(
+    tmp_path: Path, worker_env: dict[str, str]
+) -> AsyncIterator[tuple[WorkerProcess, WorkerProcess, StoppedCleanly]]:
+    """One worker subprocess (local storage under ``tmp_path``) and a router subprocess in front
+    of it, both logging JSON to ``tmp_path``; stopped with SIGTERM on exit."""
+    worker = WorkerProcess(
+        {"STORAGE_DIR": str(tmp_path / "storage"), "COLLAB_HOST": "127.0.0.1", **worker_env},
+        log=tmp_path / "worker.log",
+    )
+    await worker.start()
+    router = WorkerProcess(
+        {"WORKERS": f"127.0.0.1:{worker.port}", "COLLAB_HOST": "127.0.0.1"},
+        log=tmp_path / "router.log",
+        module="router",
+    )
+    stopped = StoppedCleanly()
+    try:
+        await router.start()
+        yield worker, router, stopped
+    finally:
+        stopped.router = await router.stop()
+        stopped.worker = await worker.stop()
+
+
 class JsonClient:
     """The seed's JSON protocol over a real WebSocket."""
 

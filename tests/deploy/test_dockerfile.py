@@ -35,7 +35,7 @@ from tests.deploy.files_support import (
     duration,
 )
 from tests.s3server import free_port
-from tests.support import WorkerProcess
+from tests.support import worker_and_router
 from worker.settings import Settings
 
 pytestmark = pytest.mark.deploy
@@ -363,32 +363,14 @@ async def test_healthcheck_passes_against_live_worker_and_router_and_fails_on_a_
 ) -> None:
     options, _ = healthcheck()
     timeout = duration(options["timeout"]).total_seconds()
-    worker = WorkerProcess(
-        {
-            "STORAGE_DIR": str(tmp_path / "storage"),
-            "WORKER_ID": "hc-w",
-            "COLLAB_HOST": "127.0.0.1",
-            "WORKSPACE_DIR": str(tmp_path / "ws"),
-        },
-        log=tmp_path / "worker.log",
-    )
-    await worker.start()
-    router = WorkerProcess(
-        {"WORKERS": f"127.0.0.1:{worker.port}", "COLLAB_HOST": "127.0.0.1"},
-        log=tmp_path / "router.log",
-        module="router",
-    )
-    try:
-        await router.start()
+    env = {"WORKER_ID": "hc-w", "WORKSPACE_DIR": str(tmp_path / "ws")}
+    async with worker_and_router(tmp_path, env) as (worker, router, _):
         for port in (worker.port, router.port):
             code, took, output = await run_healthcheck(port)
             assert code == 0, f"collab health on :{port} exited {code}: {output}"
             assert took < timeout, f"collab health took {took:.1f} s, HEALTHCHECK allows {timeout}"
         code, _, output = await run_healthcheck(free_port())
         assert code == 1, f"collab health against a closed port exited {code}: {output}"
-    finally:
-        await router.stop()
-        await worker.stop()
 
 
 def command_line(pid: int) -> list[str]:

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.jsclient import js_client, requires_node, run_js_client
 from tests.pool import Pool, pool
-from tests.support import JsonClient, WorkerProcess, YjsClient
+from tests.support import JsonClient, WorkerProcess, YjsClient, worker_and_router
 from tests.tokens import SECRET, Closed, bad_tokens, closed_with, mint
 from worker.auth import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 
@@ -151,28 +151,12 @@ class TestThroughTheRouter:
 async def test_without_auth_secret_worker_and_router_each_warn_once_at_start(
     tmp_path: Path,
 ) -> None:
-    worker = WorkerProcess(
-        {
-            "WORKER_ID": "w-open",
-            "STORAGE_DIR": str(tmp_path / "storage"),
-            "COLLAB_HOST": "127.0.0.1",
-        },
-        log=tmp_path / "worker.log",
-    )
-    await worker.start()
-    router = WorkerProcess(
-        {"WORKERS": f"127.0.0.1:{worker.port}", "COLLAB_HOST": "127.0.0.1"},
-        log=tmp_path / "router.log",
-        module="router",
-    )
-    try:
-        await router.start()
+    env = {"WORKER_ID": "w-open"}
+    async with worker_and_router(tmp_path, env) as (_, router, stopped):
         # ...and stays open: anyone joins as anyone.
         async with JsonClient.connect(router.url) as c:
             assert (await c.join("open", "mallory"))["containerId"] == "w-open"
-    finally:
-        assert await router.stop() == 0
-        assert await worker.stop() == 0
+    assert stopped.worker == stopped.router == 0
     assert events(tmp_path / "worker.log", "auth_disabled") == 1
     assert events(tmp_path / "router.log", "auth_disabled") == 1
 

@@ -16,6 +16,11 @@ from typing import Any
 
 import promql_parser
 import yaml
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from router.metrics import RouterMetrics
+from worker.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -25,46 +30,38 @@ DASHBOARD = ROOT / "charts" / "collab" / "files" / "dashboards" / "collab.json"
 ALERTS = ROOT / "charts" / "collab" / "files" / "prometheus" / "alerts.yml"
 OPERATIONS = ROOT / "docs" / "operations.md"
 
-# DESIGN §10 plus what the code exports today (a test of the lead's checks them against live
-# /metrics). Histograms are listed with the series names PromQL sees.
-WORKER_METRICS = frozenset(
-    {
-        "collab_sessions_active",
-        "collab_connections_active",
-        "collab_documents_loaded",
-        "collab_updates_received_total",
-        "collab_update_bytes_total",
-        "collab_messages_sent_total",
-        "collab_flush_errors_total",
-        "collab_storage_requests_total",
-        "collab_commits_total",
-        "collab_worker_draining",
-        "collab_event_loop_lag_seconds",
-        "collab_unflushed_bytes",
-        "collab_unflushed_age_seconds",
-        "collab_protocol_errors_total",
-        "collab_worker_info",
-    }
-    | {
-        f"{histogram}_{suffix}"
-        for histogram in (
-            "collab_flush_seconds",
-            "collab_session_load_seconds",
-            "collab_commit_seconds",
-        )
-        for suffix in ("bucket", "sum", "count")
-    }
-)
-ROUTER_METRICS = frozenset(
-    {
-        "collab_router_connections_active",
-        "collab_router_routed_total",
-        "collab_router_upstream_errors_total",
-        "collab_router_workers",
-        "collab_router_handoffs_total",
-        "collab_router_client_errors_total",
-    }
-)
+# The series names PromQL can see, per family type (prometheus_client also exports *_created,
+# which no dashboard should use).
+SERIES_SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "gauge": ("",),
+    "summary": ("", "_sum", "_count"),
+    "info": ("_info",),
+}
+
+
+def series_names(page: str) -> frozenset[str]:
+    """Every series name a /metrics page can produce, whether or not it has samples yet."""
+    names: set[str] = set()
+    for family in text_string_to_metric_families(page):
+        if family.name.endswith("_created"):
+            continue  # prometheus_client's creation timestamps, typed as gauges of their own
+        suffixes = SERIES_SUFFIXES.get(family.type, ("",))
+        names.update(family.name + suffix for suffix in suffixes)
+    return frozenset(names)
+
+
+def family_names(page: str) -> frozenset[str]:
+    """Histogram names as docs write them: ``collab_flush_seconds`` for its three series."""
+    families = text_string_to_metric_families(page)
+    return frozenset(f.name for f in families if f.type in ("histogram", "summary"))
+
+
+# What the code exports, read from its own metric declarations (not a copied list); the live
+# /metrics of running processes are checked in test_metric_names.py.
+WORKER_METRICS = series_names(generate_latest(WorkerMetrics().registry).decode())
+ROUTER_METRICS = series_names(generate_latest(RouterMetrics().registry).decode())
 KNOWN_METRICS = WORKER_METRICS | ROUTER_METRICS
 
 

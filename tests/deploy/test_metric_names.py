@@ -18,31 +18,15 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.chart_support import render_chart
+from tests.deploy.files_support import family_names, series_names
 from tests.pool import pool
 
 pytestmark = pytest.mark.deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 METRIC = re.compile(r"\bcollab_[a-z0-9_]+\b")
-SUFFIXES = {
-    "counter": ("_total", "_created"),
-    "histogram": ("_bucket", "_sum", "_count", "_created"),
-    "gauge": ("",),
-    "summary": ("_sum", "_count", "_created", ""),
-}
-
-
-def served_names(text: str) -> set[str]:
-    """Every series name a /metrics page can produce, with or without samples yet."""
-    names: set[str] = set()
-    for family in text_string_to_metric_families(text):
-        names.add(family.name)
-        names.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ("",)))
-        names.update(sample.name for sample in family.samples)
-    return names
 
 
 def walk(node: Any) -> Iterator[tuple[str, Any]]:
@@ -156,16 +140,27 @@ async def test_every_referenced_metric_is_served_by_a_live_worker_or_router(
     async with pool(tmp_path, 1) as p, httpx.AsyncClient() as http:
         worker = (await http.get(f"{p.workers['w-0'].http}/metrics")).text
         router = (await http.get(f"{p.http}/metrics")).text
-    served = served_names(worker) | served_names(router)
+    pages = (worker, router)
+    served = set().union(*(f(page) for f in (series_names, family_names) for page in pages))
     missing = {name: where for name, where in refs.items() if name not in served}
     assert not missing, f"referenced but not served (name: where): {missing}"
 
 
 def test_the_checker_would_catch_a_misspelt_name() -> None:
-    page = "# HELP collab_sessions_active x\n# TYPE collab_sessions_active gauge\n"
-    page += "collab_sessions_active 3.0\n# HELP collab_commits_total c\n"
-    page += "# TYPE collab_commits_total counter\n"
-    served = served_names(page)
-    assert {"collab_sessions_active", "collab_commits_total"} <= served
+    page = "\n".join(
+        [
+            "# HELP collab_sessions_active x",
+            "# TYPE collab_sessions_active gauge",
+            "collab_sessions_active 3.0",
+            "# HELP collab_commits_total c",
+            "# TYPE collab_commits_total counter",
+            "# HELP collab_flush_seconds h",
+            "# TYPE collab_flush_seconds histogram",
+            "",
+        ]
+    )
+    served = series_names(page) | family_names(page)
+    assert {"collab_sessions_active", "collab_commits_total", "collab_flush_seconds"} <= served
+    assert "collab_flush_seconds_bucket" in served and "collab_commits" not in served
     assert "collab_session_active" not in served
-    assert "collab_commits_created" in served and "collab_commits_total_total" not in served
+    assert "collab_commits_created" not in served and "collab_commits_total_total" not in served

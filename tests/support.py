@@ -101,8 +101,11 @@ class WorkerProcess:
         port: int | None = None,
         log: Path | None = None,
         module: str = "worker",
+        wrap: Sequence[str] = (),
     ) -> None:
         self.module = module
+        # A command the process runs under (e.g. a read-only mount namespace), argv prefix.
+        self.argv = [*wrap, sys.executable, "-m", module]
         self.port = port or free_port()
         self.env = {**os.environ, **env, "PORT": str(self.port), "LOG_FORMAT": "json"}
         self.log_path = log
@@ -120,7 +123,7 @@ class WorkerProcess:
         if self.log_path is not None:
             with open(self.log_path, "ab") as out:  # the child keeps its own copy of the fd
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", self.module],
+                    self.argv,
                     env=self.env,
                     cwd=ROOT,
                     stdout=out,
@@ -128,7 +131,7 @@ class WorkerProcess:
                 )
         else:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module],
+                self.argv,
                 env=self.env,
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,

@@ -26,6 +26,8 @@ import pytest
 from dockerfile_parse import DockerfileParser
 
 from router.settings import RouterSettings
+from tests.cli import collab
+from tests.conftest import s3_env
 from tests.deploy.config_names import router_env_names, worker_env_names
 from tests.deploy.files_support import (
     DOCKERFILE,
@@ -34,8 +36,10 @@ from tests.deploy.files_support import (
     dockerignored,
     duration,
 )
-from tests.s3server import free_port
-from tests.support import worker_and_router
+from tests.ops.test_transfer import make_repo
+from tests.pool import TOKEN
+from tests.s3server import free_port, start_s3_server
+from tests.support import JsonClient, WorkerProcess, worker_and_router
 from worker.settings import Settings
 
 pytestmark = pytest.mark.deploy
@@ -424,3 +428,129 @@ async def test_entrypoint_and_cmd_exec_into_a_worker_that_drains_on_sigterm(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ------------------------------------------------------------ a read-only root file system
+
+READ_ONLY_ROOT = Path(__file__).with_name("read_only_root.sh")
+
+
+def read_only_root(*writable: Path) -> tuple[list[str], dict[str, str]]:
+    """argv prefix and env that run a command with every file system read-only except
+    ``writable`` and no capabilities (the chart's readOnlyRootFilesystem + dropped ALL)."""
+    unshare = shutil.which("unshare")
+    assert unshare and shutil.which("setpriv"), "util-linux (unshare, setpriv) is needed"
+    wrap = [unshare, "--mount", "--propagation", "private", "sh", str(READ_ONLY_ROOT)]
+    return wrap, {"WRITABLE": ":".join(str(w) for w in writable)}
+
+
+def image_env() -> dict[str, str]:
+    """The final stage's ENV, minus PATH (the test runs this checkout's venv, not /opt/venv)."""
+    final = stages()[-1]
+    env = env_pairs(" ".join(i["value"] for i in final if i["instruction"] == "ENV"))
+    env.pop("PATH")
+    return env
+
+
+def test_the_sandbox_refuses_writes_outside_the_writable_directories(tmp_path: Path) -> None:
+    """The read-only sandbox of the next test is real: only its writable directories take
+    writes, and the command inside cannot remount its way out."""
+    writable, elsewhere = tmp_path / "workspace", tmp_path / "elsewhere"
+    writable.mkdir()
+    elsewhere.mkdir()
+    wrap, env = read_only_root(writable)
+    script = (
+        "import os, sys, subprocess\n"
+        "open(sys.argv[1] + '/ok', 'w').write('x')\n"
+        "for target in (sys.argv[2] + '/no', sys.argv[3] + '/no'):\n"
+        "    try:\n"
+        "        open(target, 'w')\n"
+        "    except OSError as e:\n"
+        "        print(e.errno)\n"
+        "remount = ['mount', '-o', 'remount,rw', '/']\n"
+        "print(subprocess.run(remount, capture_output=True).returncode)\n"
+    )
+    done = subprocess.run(
+        [*wrap, sys.executable, "-c", script, str(writable), str(elsewhere), str(ROOT)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    erofs = str(30)  # errno.EROFS
+    assert done.stdout.split() == [erofs, erofs, "32"], done.stdout  # mount: permission denied
+    assert (writable / "ok").read_text() == "x"
+    assert not (elsewhere / "no").exists()
+
+
+@pytest.mark.s3
+async def test_a_worker_with_the_image_env_serves_and_commits_on_a_read_only_root(
+    tmp_path: Path,
+) -> None:
+    """The image's runtime conditions short of the image: its ENV, a read-only root file system
+    with writable /tmp and WORKSPACE_DIR only (as the chart mounts them), no capabilities, S3
+    storage. A git session is edited, auto-committed (dulwich work trees in WORKSPACE_DIR),
+    drained by the preStop command, stopped by SIGTERM; nothing may need another directory."""
+    workspace, scratch, repo = tmp_path / "workspace", tmp_path / "tmp", tmp_path / "repo"
+    workspace.mkdir()
+    scratch.mkdir()
+    make_repo(repo)
+    wrap, sandbox = read_only_root(workspace, scratch)
+    with start_s3_server() as s3:
+        storage = s3_env(s3.store_kwargs("read-only-root"))
+        imported = await collab("import", "ro-git", str(repo), env=storage)
+        assert imported.returncode == 0, imported.stderr
+        worker = WorkerProcess(
+            {
+                **image_env(),
+                **storage,
+                **sandbox,
+                "WORKSPACE_DIR": str(workspace),
+                "TMPDIR": str(scratch),
+                "WORKER_ID": "ro-w",
+                "ADMIN_TOKEN": TOKEN,
+                "COOLDOWN_MS": "300",
+                "COLLAB_HOST": "127.0.0.1",
+            },
+            log=tmp_path / "worker.log",
+            wrap=wrap,
+        )
+        await worker.start()
+        try:
+            async with JsonClient.connect(worker.url) as j:
+                await j.join("ro-git", "alice")
+                await j.file_op(type="update", path="README.md", content="# read-only root\n")
+
+                admin = {"authorization": f"Bearer {TOKEN}"}
+                async with httpx.AsyncClient(headers=admin) as http:
+                    with anyio.move_on_after(20):  # COOLDOWN_MS is 300 ms
+                        while True:
+                            status = (await http.get(f"{worker.http}/admin/status")).json()
+                            if any(c["outcome"] == "ok" for c in status["recentCommits"]):
+                                break
+                            await anyio.sleep(0.1)
+                    commits = status["recentCommits"]
+                    assert any(c["outcome"] == "ok" for c in commits), (
+                        f"no auto-commit within 20 s: {commits}\n"
+                        + (tmp_path / "worker.log").read_text()[-3000:]
+                    )
+            drained = await collab(
+                "self-drain", env={"PORT": str(worker.port), "ADMIN_TOKEN": TOKEN}
+            )
+            assert drained.returncode == 0, drained.stderr
+        finally:
+            code = await worker.stop()
+        log = (tmp_path / "worker.log").read_text()
+        assert code == 0, log
+        assert "Read-only file system" not in log, log
+        levels = {json.loads(line)["level"] for line in log.splitlines() if line.startswith("{")}
+        assert levels <= {"info", "warning"}, log
+        out = tmp_path / "out"
+        exported = await collab("export", "ro-git", str(out), env=storage)
+        assert exported.returncode == 0, exported.stderr
+    assert (out / "README.md").read_text() == "# read-only root\n"
+    history = subprocess.run(
+        ["git", "-C", str(out), "log", "--format=%an %s"], capture_output=True, text=True
+    ).stdout
+    assert history.splitlines()[0].startswith("alice Auto-commit by user alice"), history

@@ -45,7 +45,8 @@ def stack() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def services(stack: dict[str, Any]) -> dict[str, Any]:
-    return stack["services"]  # type: ignore[no-any-return]
+    found: dict[str, Any] = stack["services"]
+    return found
 
 
 @pytest.fixture(scope="module")

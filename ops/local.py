@@ -125,7 +125,7 @@ def self_drain(
 
     async def main() -> int:
         env = os.environ
-        target = port or _ports(None, {"PORT": env.get("PORT") or str(DEFAULT_PORTS[0])})[0]
+        target = port or _ports(None, env)[0]  # PORT, else the worker's default (8081)
         url = f"http://127.0.0.1:{target}"
         local = Router(url, _admin_token(env))
         fix = "run this with the worker's own environment (its ADMIN_TOKEN or ADMIN_TOKEN_FILE)"

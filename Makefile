@@ -28,7 +28,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check worker router ops tests bench
+	$(BIN)/ruff check contract worker router ops tests bench
 	$(BIN)/mypy
 
 bench: install

@@ -28,7 +28,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from router.settings import parse_address
+from contract.env import parse_address
 
 
 def config(port: int, upstreams: list[tuple[str, int]], directory: Path, as_root: bool) -> str:

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
-from worker.protocol.yjs import read_varuint, write_varuint
+from worker.yjs_protocol import read_varuint, write_varuint
 
 MARKER = re.compile(rb"<([0-9a-f]{16})\|([0-9a-f]{8})\.([0-9a-f]{8})>")
 MARKER_LEN = 36

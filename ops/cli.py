@@ -11,9 +11,11 @@ from typing import Annotated
 import anyio
 import typer
 
+from contract.env import ConfigError
+from contract.ids import validate_session_id
 from router.settings import RouterSettings
-from worker.settings import ConfigError, Settings
-from worker.storage import StorageError, validate_session_id
+from worker.settings import Settings
+from worker.storage import StorageError
 
 from . import local, operate, transfer
 from .display import emit

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from worker.settings import ConfigError, env_secret
+from contract.env import ConfigError, env_secret
 
 DEFAULT_ROUTER = "http://127.0.0.1:8080"
 TOKEN_VARIABLE = "COLLAB_ADMIN_TOKEN"

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from worker.settings import ConfigError, env_secret, rotating_values
+from contract.env import ConfigError, env_secret, rotating_values
 
 from .client import AdminClient, OpsError, Router, Unreachable
 from .display import run_command

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from worker.storage import validate_session_id
+from contract.ids import validate_session_id
 
 from . import autoscale as scaling
 from .client import AdminClient, Router

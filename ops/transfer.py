@@ -21,8 +21,8 @@ import anyio
 import anyio.to_thread
 from pycrdt import Doc, Map, Text
 
-from worker import committer
-from worker.paths import PathRefused, check_path
+from contract.paths import PathRefused, check_path
+from worker import git_objects as committer
 from worker.session import FILES, INDEX_DOC
 from worker.storage import SessionMeta, SessionStore
 

@@ -7,8 +7,8 @@ import sys
 
 import anyio
 
-from worker.logs import configure_logging
-from worker.settings import ConfigError
+from contract.env import ConfigError
+from contract.logs import configure_logging
 
 from .server import run_router
 from .settings import RouterSettings

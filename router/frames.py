@@ -14,6 +14,8 @@ import os
 import struct
 from dataclasses import dataclass
 
+from contract import close_codes as codes
+
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD_BYTES = 64 * 1024
 
@@ -172,7 +174,7 @@ def frame(opcode: int, payload: bytes, *, mask: bool = False) -> bytes:
 
 
 def close_frame(code: int, reason: str, *, mask: bool = False) -> bytes:
-    data = reason.encode()[:120]  # control frames carry at most 125 bytes
+    data = codes.fit_reason(reason).encode()
     return frame(OP_CLOSE, struct.pack("!H", code) + data, mask=mask)
 
 

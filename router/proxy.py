@@ -29,10 +29,10 @@ from urllib.parse import quote, unquote
 import httpx
 import structlog
 
-from worker.admin import sending_token
-from worker.auth import Authenticator, AuthRefused, Grant
-from worker.client import CLOSE_POLICY, CLOSE_RESTART, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN
-from worker.protocol import json as jmsg
+from contract import close_codes as codes
+from contract import json_protocol as jmsg
+from contract.admin_token import sending_token
+from contract.auth import Authenticator, AuthRefused, Grant
 
 from . import frames
 from .frames import FrameCursor, HandshakeError, Head
@@ -58,7 +58,7 @@ class Refused(Exception):
 
 def _refused_by(worker: WorkerInfo, response: Head) -> Refused:
     return Refused(
-        CLOSE_TRY_AGAIN,
+        codes.TRY_AGAIN,
         f"worker {worker.name} refused the connection (HTTP {response.status}); reconnect",
     )
 
@@ -103,7 +103,7 @@ class Proxy:
         self.accepting = False
         for relays in list(self.live.values()):
             for relay in list(relays):
-                relay.close(CLOSE_RESTART, reason)
+                relay.close(codes.RESTART, reason)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -153,7 +153,7 @@ class Proxy:
             elif path in ("/", "/ws"):
                 await self._route_json(client, head)
             else:
-                self._refuse_handshake(client, head, Refused(CLOSE_POLICY, "unknown path"))
+                self._refuse_handshake(client, head, Refused(codes.POLICY, "unknown path"))
         except asyncio.CancelledError:
             client.abort()
             raise
@@ -213,12 +213,12 @@ class Proxy:
             except TimeoutError:
                 pass
         if not self.accepting:
-            raise Refused(CLOSE_RESTART, "router stopping; reconnect")
+            raise Refused(codes.RESTART, "router stopping; reconnect")
         owner = self.membership.owner(session)
         if owner is None:
             counts = self.membership.summary()
             known = ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "none"
-            raise Refused(CLOSE_TRY_AGAIN, f"no worker is ready (known: {known}); retry shortly")
+            raise Refused(codes.TRY_AGAIN, f"no worker is ready (known: {known}); retry shortly")
         return owner
 
     async def _connect(self, worker: WorkerInfo) -> Side:
@@ -236,7 +236,7 @@ class Proxy:
                 # reaches the next owner without waiting for the next health round.
                 self.membership.mark_down(worker, error)
             raise Refused(
-                CLOSE_TRY_AGAIN,
+                codes.TRY_AGAIN,
                 f"worker {worker.name} at {worker.address} unreachable; reconnect",
             ) from None
         return side
@@ -253,7 +253,7 @@ class Proxy:
         if head is None:
             upstream.close()
             self._upstream_failed(worker, "no valid handshake response")
-            raise Refused(CLOSE_TRY_AGAIN, f"worker {worker.name} did not answer; reconnect")
+            raise Refused(codes.TRY_AGAIN, f"worker {worker.name} did not answer; reconnect")
         return head
 
     async def _route_yjs(self, client: Side, head: Head, session: str) -> None:
@@ -314,10 +314,10 @@ class Proxy:
             client.linger()
             return
         except Refused as refused:
-            if refused.code == 1000:  # the client closed first; its close was answered
+            if refused.code == codes.NORMAL:  # the client closed first; its close was answered
                 client.close()
                 return
-            if refused.code != CLOSE_POLICY:
+            if refused.code != codes.POLICY:
                 error = jmsg.error(jmsg.SESSION_UNAVAILABLE, refused.reason)
                 client.write(frames.text_frame(error))
             client.write(frames.close_frame(refused.code, refused.reason))
@@ -341,12 +341,12 @@ class Proxy:
             try:
                 frame = frames.parse_frame(client.buffer, limit)
             except frames.FrameTooLarge as exc:
-                raise Refused(CLOSE_TOO_BIG, str(exc)) from None
+                raise Refused(codes.TOO_BIG, str(exc)) from None
             if frame is None:
                 try:
                     await client.wait_data(deadline - time.monotonic())
                 except TimeoutError:
-                    raise Refused(CLOSE_POLICY, "no join message in time") from None
+                    raise Refused(codes.POLICY, "no join message in time") from None
                 continue
             wire = bytes(client.buffer[: frame.size])
             del client.buffer[: frame.size]
@@ -357,11 +357,11 @@ class Proxy:
                 continue
             if frame.opcode == frames.OP_CLOSE:
                 client.write(frames.frame(frames.OP_CLOSE, frame.payload[:2]))
-                raise Refused(1000, "closed by client")
+                raise Refused(codes.NORMAL, "closed by client")
             raw += wire
             payload += frame.payload
             if len(payload) > limit:
-                raise Refused(CLOSE_TOO_BIG, f"message exceeds the {limit}-byte limit")
+                raise Refused(codes.TOO_BIG, f"message exceeds the {limit}-byte limit")
             if not frame.fin:
                 continue
             message_frames, message = bytes(raw), bytes(payload)
@@ -450,7 +450,7 @@ class Proxy:
                     outcome = f"worker unreachable ({type(exc).__name__})"
             for relay in list(self.live.get(session, ())):
                 if relay.worker == old:
-                    relay.close(CLOSE_RESTART, f"session moved to worker {new}; reconnect")
+                    relay.close(codes.RESTART, f"session moved to worker {new}; reconnect")
         finally:
             self._handoffs.discard((session, old))
             if not any(key[0] == session for key in self._handoffs):

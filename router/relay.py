@@ -13,6 +13,8 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
+from contract import close_codes as codes
+
 from .frames import FrameCursor, close_frame
 
 LINGER_S = 2.0  # after our close frame, how long to wait for the client's before hanging up
@@ -218,7 +220,8 @@ class Relay:
             # The worker died or dropped us without a close frame: tell the client to
             # reconnect (its next connection goes to the next owner).
             self.client.partner = None
-            self.client.write(close_frame(1012, f"worker {self.worker} went away; reconnect"))
+            gone = f"worker {self.worker} went away; reconnect"
+            self.client.write(close_frame(codes.RESTART, gone))
             self.client.linger()
         else:
             self.client.close()

@@ -20,9 +20,9 @@ import structlog
 import uvicorn
 from anyio.abc import TaskStatus
 
-from worker.server import Server
+from contract.server import Server
 
-from .app import create_http_app
+from .http_app import create_http_app
 from .membership import Membership, Resolver, resolve_dns
 from .metrics import RouterMetrics
 from .proxy import Proxy

@@ -1,7 +1,7 @@
 """The router's one frozen Settings, built once at the edge (``RouterSettings.from_env``).
 
 It reads the same variables as the worker where they mean the same thing (PORT, ADMIN_TOKEN,
-MAX_MESSAGE_BYTES, LOG_FORMAT) with the parsing helpers of ``worker.settings``.
+MAX_MESSAGE_BYTES, LOG_FORMAT) with the same parsing rules (``contract.env``).
 """
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from worker.settings import MIB, ConfigError, env_choice, env_int, env_secret, env_str
-
-
-def parse_address(value: str, variable: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` too) → (host, port); a bad entry names the variable."""
-    host, sep, port = value.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(variable, f"entries must be host:port, got {value.strip()!r}")
-    return host, int(port)
+from contract.env import (
+    MIB,
+    ConfigError,
+    env_choice,
+    env_int,
+    env_secret,
+    env_str,
+    parse_address,
+)
 
 
 @dataclass(frozen=True)

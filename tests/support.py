@@ -24,10 +24,10 @@ import websockets
 from pycrdt import Doc, Map, Text
 from websockets.typing import Subprotocol
 
+from contract.server import Server, uvicorn_config
 from tests.s3server import free_port
+from worker import yjs_protocol as yjs
 from worker.app import create_app
-from worker.protocol import yjs
-from worker.server import Server, uvicorn_config
 from worker.settings import Settings, StorageSettings
 from worker.storage import Store
 

@@ -7,10 +7,12 @@ import sys
 import anyio
 import structlog
 
+from contract.env import ConfigError
+from contract.logs import configure_logging
+from contract.server import serve, uvicorn_config
+
 from .app import create_app
-from .logs import configure_logging
-from .server import serve, uvicorn_config
-from .settings import ConfigError, Settings
+from .settings import Settings
 
 
 def run(settings: Settings) -> None:
@@ -22,7 +24,7 @@ def run(settings: Settings) -> None:
         state = getattr(app.state, "worker", None)
         if state is not None:
             structlog.get_logger("worker").info("signal_received", action="drain")
-            await state.manager.drain(settings.drain_timeout_ms / 1000)
+            await state.manager.handoff.drain(settings.drain_timeout_ms / 1000)
 
     anyio.run(serve, config, drain, backend_options={"use_uvloop": True})
 

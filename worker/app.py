@@ -14,12 +14,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .endpoints.admin import admin_routes
-from .endpoints.json import json_endpoint
-from .endpoints.state import WorkerState
-from .endpoints.yjs import yjs_endpoint
+from contract import close_codes as codes
+
+from .endpoints.admin_api import admin_routes
+from .endpoints.json_socket import json_endpoint
+from .endpoints.worker_state import WorkerState
+from .endpoints.yjs_socket import yjs_endpoint
+from .manager import SessionManager
 from .metrics import WorkerMetrics
-from .sessions import SessionManager
 from .settings import Settings
 from .storage import (
     InstrumentedStore,
@@ -50,7 +52,7 @@ class WorkerApp:
             await json_endpoint(state, scope, receive, send)
         else:
             await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": 1008, "reason": "unknown path"})
+            await send({"type": "websocket.close", "code": codes.POLICY, "reason": "unknown path"})
 
 
 def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
@@ -89,7 +91,7 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
                     with anyio.CancelScope(shield=True):
                         state.ready = False
                         if manager.sessions:
-                            await manager.drain(settings.drain_timeout_ms / 1000)
+                            await manager.handoff.drain(settings.drain_timeout_ms / 1000)
                         tg.cancel_scope.cancel()
         finally:
             if store is None:
@@ -125,8 +127,8 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
             # Storage trouble is reported, not turned into 503: every worker shares the same
             # storage, so moving sessions elsewhere would not help, and this worker keeps
             # serving and holding the edits until storage is back.
-            "storage": "ok" if manager.storage_ok else "unavailable",
-            "storageError": manager.storage_error,
+            "storage": "ok" if manager.health.ok else "unavailable",
+            "storageError": manager.health.error,
             "unflushedBytes": unflushed,
             "unflushedAgeSeconds": round(age, 3),
         }

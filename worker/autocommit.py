@@ -3,7 +3,12 @@
 A git session is committed ``COOLDOWN_MS`` after its last edit (any edit restarts the wait),
 before it is unloaded or handed off, and on demand (admin API). The author is the user who
 edited last; every other user who edited since the previous commit is a co-author. The storage
-side (packs first, ref by compare-and-swap, merge on a lost race) is ``worker.commits``.
+side (packs first, ref by compare-and-swap, merge on a lost race) is ``worker.git_branch``.
+
+A failed commit, whatever its cause (storage, a lost race, a damaged local repository), is
+logged with its traceback and counted as ``collab_commits_total{outcome="error"}``; the next
+automatic attempt waits ``COOLDOWN_MS * 2**failures`` (at most an hour), so a session whose
+commits keep failing does not retry every cooldown forever.
 """
 
 from __future__ import annotations
@@ -16,16 +21,30 @@ from typing import Any
 
 import structlog
 
-from .commits import CommitConflict, CommitOutcome, commit_session
-from .committer import CommitterError, Person
+from contract.timefmt import iso_time
+
+from .git_branch import CommitOutcome, commit_session
+from .git_objects import Person
 from .metrics import WorkerMetrics
-from .session import Session, iso_time
+from .session import Session
 from .settings import Settings
-from .storage import SessionStore, StorageError
+from .storage import SessionStore
 
 log = structlog.get_logger("worker.autocommit")
 
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], object]
+
+MAX_BACKOFF_S = 3600.0
+
+
+class _Failures:
+    """Consecutive failed commits of one session, and when the next automatic one may run."""
+
+    __slots__ = ("count", "retry_at")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.retry_at = 0.0
 
 
 class AutoCommitter:
@@ -35,11 +54,21 @@ class AutoCommitter:
         self.metrics = metrics
         self._locks: dict[str, asyncio.Lock] = {}
         self._running: set[str] = set()
+        self._failures: dict[str, _Failures] = {}
         # The last few commit attempts, newest last, for `collab status` (admin status).
         self.recent: deque[dict[str, Any]] = deque(maxlen=10)
 
     def forget(self, session_id: str) -> None:
         self._locks.pop(session_id, None)
+        self._failures.pop(session_id, None)
+
+    async def try_commit(self, session: Session) -> bool:
+        """``commit`` for callers that go on either way (a hand-off): False when it failed."""
+        try:
+            await self.commit(session)
+        except Exception:  # logged with its traceback and counted in commit()
+            return False
+        return True
 
     async def commit(self, session: Session, *, force: bool = False) -> CommitOutcome | None:
         """Commits the session's files to its git history; None if it is not a git session.
@@ -67,13 +96,12 @@ class AutoCommitter:
                 outcome = await commit_session(
                     self.store, session.id, repo_dir, files, author, coauthors
                 )
-            except (StorageError, CommitConflict, CommitterError, OSError) as exc:
-                self.metrics.commits.labels("error").inc()
-                log.error("commit_failed", session=session.id, error=str(exc))
-                self._remember(session.id, "error", None, author.name, error=str(exc))
+            except Exception as exc:
+                self._failed(session.id, exc, author.name)
                 raise
             finally:
                 self.metrics.commit_seconds.observe(time.monotonic() - started)
+            self._failures.pop(session.id, None)
             for user, at in editors.items():
                 if session.editors.get(user) == at:
                     del session.editors[user]
@@ -81,6 +109,27 @@ class AutoCommitter:
             self.metrics.commits.labels(result).inc()
             self._remember(session.id, result, outcome.sha, author.name, len(outcome.changed))
             return outcome
+
+    def _failed(self, session_id: str, exc: Exception, author: str) -> None:
+        failures = self._failures.setdefault(session_id, _Failures())
+        failures.count += 1
+        delay = min(self.settings.cooldown_ms / 1000 * 2**failures.count, MAX_BACKOFF_S)
+        failures.retry_at = time.monotonic() + delay
+        self.metrics.commits.labels("error").inc()
+        log.error(
+            "commit_failed",
+            session=session_id,
+            error=f"{type(exc).__name__}: {exc}",
+            attempt=failures.count,
+            next_attempt_in_s=round(delay, 1),
+            exc_info=exc,
+        )
+        self._remember(session_id, "error", None, author, error=str(exc))
+
+    def retry_at(self, session_id: str) -> float:
+        """When the next automatic commit of the session may run (monotonic; 0: any time)."""
+        failures = self._failures.get(session_id)
+        return failures.retry_at if failures is not None else 0.0
 
     def _remember(
         self,
@@ -93,7 +142,7 @@ class AutoCommitter:
     ) -> None:
         self.recent.append(
             {
-                "at": iso_time(time.time()),
+                "at": iso_time(),
                 "sessionId": session_id,
                 "outcome": outcome,
                 "commit": sha,
@@ -113,15 +162,14 @@ class AutoCommitter:
                 and session.editors
                 and session.last_edit is not None
                 and now - session.last_edit >= cooldown
+                and now >= self.retry_at(session.id)
                 and session.id not in self._running
             ):
                 self._running.add(session.id)
 
                 async def one(s: Session = session) -> None:
                     try:
-                        await self.commit(s)
-                    except Exception:  # logged and counted in commit(); retried next cooldown
-                        s.last_edit = time.monotonic()
+                        await self.try_commit(s)  # a failure sets this session's backoff
                     finally:
                         self._running.discard(s.id)
 

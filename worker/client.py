@@ -13,11 +13,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_RESTART = 1012
-CLOSE_TRY_AGAIN = 1013
+from contract import close_codes as codes
 
 Protocol = Literal["yjs", "json"]
 Payload = bytes | str
@@ -58,7 +54,7 @@ class Client:
         self._buffered = 0
         self._wake = asyncio.Event()
         self._closing = False
-        self.close_code = CLOSE_NORMAL
+        self.close_code: int = codes.NORMAL
         self.close_reason = ""
         # Set by the connection: interrupts a send stuck on a peer that stopped reading.
         self.abort_send: Callable[[], None] | None = None
@@ -77,7 +73,7 @@ class Client:
             if self.on_overflow is not None:
                 self.on_overflow()
             self.close(
-                CLOSE_POLICY, "send buffer overflow: client too slow to keep up", discard=True
+                codes.POLICY, "send buffer overflow: client too slow to keep up", discard=True
             )
             return False
         self._wake.set()

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import Receive, Send
 
+from contract import close_codes as codes
+
 from .client import Client, Payload
 
 Handler = Callable[[bytes | str], Awaitable[None]]
@@ -31,9 +33,8 @@ async def accept(receive: Receive, send: Send, subprotocol: str | None = None) -
 
 
 async def close(send: Send, code: int, reason: str) -> None:
-    # A close frame carries at most 123 bytes of reason; the peer may already be gone, and a
-    # close that cannot be delivered is not an error.
-    reason = reason.encode()[:120].decode(errors="ignore")
+    # The peer may already be gone, and a close that cannot be delivered is not an error.
+    reason = codes.fit_reason(reason)
     with contextlib.suppress(OSError, RuntimeError):
         await send({"type": "websocket.close", "code": code, "reason": reason})
 
@@ -67,7 +68,8 @@ async def pump(receive: Receive, send: Send, client: Client, handle: Handler) ->
                 raise  # the peer is gone; nothing left to say
             # else: a discarding close interrupted a send stuck on a peer that stopped reading
         except (OSError, RuntimeError):
-            client.close(1006, "send failed")  # peer gone mid-send; the reader sees it too
+            # The peer is gone mid-send; the reader sees it too.
+            client.close(codes.ABNORMAL, "send failed")
             return
         # A peer that stopped reading may never take the close frame either.
         with contextlib.suppress(TimeoutError):
@@ -102,7 +104,7 @@ async def pump(receive: Receive, send: Send, client: Client, handle: Handler) ->
         reader_done = True
         client.abort_send = None
         if not writer.done():
-            client.close(1000, "peer closed", discard=True)
+            client.close(codes.NORMAL, "peer closed", discard=True)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer

@@ -16,7 +16,8 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
-from .paths import PathRefused, check_path, check_prefix
+from contract.paths import PathRefused, check_path, check_prefix
+
 from .session import Session
 
 # Above this many differing characters, a character diff costs more than it saves.

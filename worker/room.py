@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from pycrdt import merge_updates
 
+from . import yjs_protocol as yjs
 from .client import Client
-from .protocol import yjs
 
 
 class Room:

@@ -11,28 +11,23 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from pycrdt import Doc, Map, Text
 
+from contract import json_protocol as jmsg
+from contract.timefmt import iso_time
+
+from . import yjs_protocol as yjs
 from .client import Client
 from .metrics import WorkerMetrics
-from .protocol import json as jmsg
-from .protocol import yjs
 from .room import Room
 
 INDEX_DOC = ""
 EMPTY_UPDATE = b"\x00\x00"  # no structs, no deletions
 CONTENT = "content"
 FILES = "files"
-
-
-def iso_time(epoch: float) -> str:
-    """UTC ISO-8601 with milliseconds: the operations log's sortable timestamp."""
-    stamp = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
 
 
 class UpdateRejected(ValueError):
@@ -51,16 +46,41 @@ class PendingUpdate:
     at: float
 
 
-@dataclass(slots=True)
-class FlushBatch:
-    """Updates handed to one flush; it ends with ``updates_flushed`` or ``restore_updates``."""
+T = TypeVar("T")
 
-    updates: list[PendingUpdate] = field(default_factory=list)
-    since: float = 0.0  # when its oldest change was made
 
-    @property
-    def nbytes(self) -> int:
-        return sum(len(u.update) for u in self.updates)
+class Unwritten(Generic[T]):
+    """Items not yet in storage: those buffered for the next write, and those of the write in
+    progress. A write ``take``s the buffer and ends with ``written``, or, when storage refused
+    it, ``restore`` puts its items back in front of anything buffered since."""
+
+    __slots__ = ("buffered", "inflight")
+
+    def __init__(self) -> None:
+        self.buffered: list[T] = []
+        self.inflight: list[T] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.buffered or self.inflight)
+
+    def oldest(self) -> T | None:
+        """The item waiting longest (the in-progress write's first, else the buffer's)."""
+        if self.inflight:
+            return self.inflight[0]
+        return self.buffered[0] if self.buffered else None
+
+    def take(self) -> list[T]:
+        if self.inflight:
+            raise RuntimeError("one write at a time: the previous one has not ended")
+        self.inflight, self.buffered = self.buffered, []
+        return self.inflight
+
+    def written(self) -> None:
+        self.inflight = []
+
+    def restore(self) -> None:
+        self.buffered[:0] = self.inflight
+        self.inflight = []
 
 
 class Session:
@@ -78,14 +98,13 @@ class Session:
         self._docs: dict[str, Doc[Any]] = {}
         self.rooms: dict[str, Room] = {}
         self.json_clients: set[Client] = set()
-        self._pending: list[PendingUpdate] = []
-        self._inflight: FlushBatch | None = None
+        self._updates: Unwritten[PendingUpdate] = Unwritten()
+        self._buffered_bytes = 0  # of self._updates.buffered
+        self._inflight_bytes = 0  # of self._updates.inflight
         # The operations log: file operations as they happen, and one open "edit burst" per
         # document being edited, closed into an entry when the log is written.
-        self._log: list[dict[str, Any]] = []
+        self._log: Unwritten[dict[str, Any]] = Unwritten()
         self._bursts: dict[str, dict[str, Any]] = {}
-        self._log_inflight: list[dict[str, Any]] = []
-        self.pending_bytes = 0
         self.moving = False
         self.last_activity = time.time()
         self.idle_since: float | None = time.monotonic()
@@ -264,8 +283,8 @@ class Session:
         self, name: str, update: bytes, user: str, origin: Client | None, frame: bytes | None
     ) -> None:
         now = time.time()
-        self._pending.append(PendingUpdate(name, update, user, now))
-        self.pending_bytes += len(update)
+        self._updates.buffered.append(PendingUpdate(name, update, user, now))
+        self._buffered_bytes += len(update)
         self.last_activity = now
         self.users.add(user)
         self.editors.pop(user, None)
@@ -305,72 +324,65 @@ class Session:
             "bytes": nbytes,
         }
         entry.update(extra)
-        self._log.append(entry)
+        self._log.buffered.append(entry)
 
     # --- durability ------------------------------------------------------------------------
 
     @property
     def dirty(self) -> bool:
         """True while any update (buffered or being written) or log entry is not yet durable."""
-        return bool(
-            self._pending or self._inflight or self._log or self._bursts or self._log_inflight
-        )
+        return bool(self._updates or self._log or self._bursts)
 
     @property
     def has_updates(self) -> bool:
-        return bool(self._pending)
+        return bool(self._updates.buffered)
 
     @property
     def has_log(self) -> bool:
-        return bool(self._log or self._bursts)
+        return bool(self._log.buffered or self._bursts)
 
     @property
     def has_file_ops(self) -> bool:
         """File operations wait for no interval: they go with the next group commit."""
-        return bool(self._log)
+        return bool(self._log.buffered)
 
     @property
     def unflushed_bytes(self) -> int:
-        return self.pending_bytes + (self._inflight.nbytes if self._inflight else 0)
+        return self._buffered_bytes + self._inflight_bytes
 
     @property
     def oldest_pending(self) -> float | None:
         """When the oldest update not yet in storage was made (the durability lag)."""
-        if self._inflight is not None:
-            return self._inflight.since
-        if self._pending:
-            return self._pending[0].at
-        return None
+        oldest = self._updates.oldest()
+        return None if oldest is None else oldest.at
 
-    def take_updates(self) -> FlushBatch:
-        since = self.oldest_pending or time.time()
-        batch = FlushBatch(self._pending, since)
-        self._pending = []
-        self.pending_bytes = 0
-        self._inflight = batch
-        return batch
+    def take_updates(self) -> list[PendingUpdate]:
+        """The buffered updates, for one write; it ends with ``updates_written`` or
+        ``restore_updates``."""
+        self._inflight_bytes, self._buffered_bytes = self._buffered_bytes, 0
+        return self._updates.take()
 
-    def updates_flushed(self) -> None:
-        self._inflight = None
+    def updates_written(self) -> None:
+        self._updates.written()
+        self._inflight_bytes = 0
 
-    def restore_updates(self, batch: FlushBatch) -> None:
-        """A failed flush: its updates go back in front of anything buffered since."""
-        self._inflight = None
-        self._pending[:0] = batch.updates
-        self.pending_bytes += batch.nbytes
+    def restore_updates(self) -> None:
+        """A failed write: its updates go back in front of anything buffered since."""
+        self._updates.restore()
+        self._buffered_bytes += self._inflight_bytes
+        self._inflight_bytes = 0
 
     def take_log(self) -> list[dict[str, Any]]:
-        entries = self._log + list(self._bursts.values())
-        self._log, self._bursts = [], {}
-        self._log_inflight = entries
-        return entries
+        """Buffered file operations and the open edit bursts (closed now), for one write."""
+        self._log.buffered.extend(self._bursts.values())
+        self._bursts = {}
+        return self._log.take()
 
-    def log_flushed(self) -> None:
-        self._log_inflight = []
+    def log_written(self) -> None:
+        self._log.written()
 
-    def restore_log(self, entries: list[dict[str, Any]]) -> None:
-        self._log_inflight = []
-        self._log[:0] = entries
+    def restore_log(self) -> None:
+        self._log.restore()
 
     # --- sync helpers for the Yjs endpoint -------------------------------------------------
 

@@ -1,8 +1,7 @@
 """One frozen Settings, built once at the edge (``Settings.from_env``).
 
 The environment names and defaults are the seed's (DESIGN §4). A bad value stops the process at
-start with one line that names the variable, instead of surfacing as a strange failure later.
-The parsing helpers here are shared by the router and the CLI; nothing else reads ``os.environ``.
+start with one line that names the variable (the rules are ``contract.env``'s, as the router's).
 """
 
 from __future__ import annotations
@@ -13,78 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MIB = 1024 * 1024
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or malformed; ``str()`` is the one line to print."""
-
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"invalid configuration: {variable} {problem}")
-        self.variable = variable
-
-
-def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(name, f"must be >= {minimum}, got {value}")
-    return value
-
-
-def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(name, f"must be true or false, got {raw!r}")
-
-
-def env_str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
-    raw = env.get(name, "").strip()
-    return raw or default
-
-
-def env_secret(env: Mapping[str, str], name: str) -> str | None:
-    """A secret from ``NAME``, or from the file named by ``NAME_FILE`` (Docker/Swarm secrets
-    under /run/secrets, Kubernetes secret volumes); surrounding whitespace is stripped.
-
-    Setting both is refused: which one wins would be a guess.
-    """
-    path = env_str(env, f"{name}_FILE")
-    value = env_str(env, name)
-    if path is None:
-        return value
-    if value is not None:
-        raise ConfigError(name, f"and {name}_FILE are both set; keep one")
-    try:
-        content = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{name}_FILE", f"cannot be read ({path}): {exc}") from None
-    if not content:
-        raise ConfigError(f"{name}_FILE", f"names an empty file ({path})")
-    return content
-
-
-def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    raw = env.get(name, "").strip().lower() or default
-    if raw not in choices:
-        raise ConfigError(name, f"must be one of {', '.join(choices)}, got {raw!r}")
-    return raw
-
-
-def rotating_values(value: str | None) -> tuple[str, ...]:
-    """``ADMIN_TOKEN`` / ``AUTH_SECRET`` may list comma-separated values while one replaces
-    another: all are accepted, the first is the one used for sending or signing."""
-    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+from contract.env import (
+    MIB,
+    ConfigError,
+    env_bool,
+    env_choice,
+    env_int,
+    env_secret,
+    env_str,
+)
+from contract.ids import valid_worker_id
 
 
 @dataclass(frozen=True)
@@ -159,7 +96,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         worker_id = env_str(env, "WORKER_ID") or socket.gethostname()
-        if not _valid_worker_id(worker_id):
+        if not valid_worker_id(worker_id):
             raise ConfigError(
                 "WORKER_ID",
                 f"must be 1-64 chars of letters, digits, '.', '_', '-', got {worker_id!r}",
@@ -184,6 +121,3 @@ class Settings:
             raise ConfigError("PORT", f"must be 1-65535, got {settings.port}")
         return settings
 
-
-def _valid_worker_id(value: str) -> bool:
-    return 0 < len(value) <= 64 and all(c.isalnum() or c in "._-" for c in value)

@@ -11,11 +11,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from contract import close_codes as codes
 from tests.jsclient import js_client, requires_node, run_js_client
 from tests.pool import Pool, pool
 from tests.support import JsonClient, WorkerProcess, YjsClient, worker_and_router
 from tests.tokens import SECRET, Closed, bad_tokens, closed_with, mint
-from worker.auth import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 
 
 def auth_env(tmp: Path) -> dict[str, str]:
@@ -97,7 +97,7 @@ class TestThroughTheRouter:
             cases = {**bad_tokens(), "missing": ("", "no token")}
             for name, (token, cause) in cases.items():
                 for tried, closed in await refusals(p.url, token):
-                    assert closed.code == CLOSE_UNAUTHENTICATED, (name, tried, closed)
+                    assert closed.code == codes.UNAUTHENTICATED, (name, tried, closed)
                     assert cause in closed.reason, (name, tried, closed)
                     offered = token if "protocol" in tried and token else None
                     assert closed.subprotocol == offered, (name, tried)
@@ -123,7 +123,7 @@ class TestThroughTheRouter:
                 await closed_with(f"{p.url}/yjs/r2", subprotocols=[token]),
             ]
             for closed in yjs:
-                assert closed.code == CLOSE_FORBIDDEN
+                assert closed.code == codes.FORBIDDEN
                 assert closed.reason.startswith("token does not allow session r2")
             assert yjs[1].subprotocol == token
             for join, reason in (
@@ -131,7 +131,7 @@ class TestThroughTheRouter:
                 ({"sessionId": "r2", "userId": "alice"}, "token does not allow session r2"),
             ):
                 closed = await closed_with(f"{p.url}/?token={token}", send={"type": "join", **join})
-                assert closed.code == CLOSE_FORBIDDEN and closed.reason.startswith(reason)
+                assert closed.code == codes.FORBIDDEN and closed.reason.startswith(reason)
                 assert closed.messages == [
                     {"type": "error", "error": "Access denied", "reason": closed.reason}
                 ]

@@ -9,6 +9,7 @@ import anyio
 import httpx
 import pytest
 
+from contract.env import ConfigError
 from router.membership import Membership
 from router.metrics import RouterMetrics
 from router.server import run_router
@@ -16,7 +17,6 @@ from router.settings import RouterSettings
 from tests.pool import TOKEN, pool
 from tests.s3server import free_port
 from tests.support import JsonClient
-from worker.settings import ConfigError
 
 
 class TestSettings:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from worker.commits import commit_session, sync_packs
-from worker.committer import Person
+from worker.git_branch import commit_session, sync_packs
+from worker.git_objects import Person
 from worker.storage import SessionStore, StorageUnavailable, Store
 
 ALICE, BOB = Person.for_user("alice"), Person.for_user("bob")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pycrdt import Doc, Map, Text
 
+from contract.ids import validate_session_id
 from worker.storage import (
     CorruptObject,
     LocalStore,
@@ -18,7 +19,6 @@ from worker.storage import (
     StorageUnavailable,
     Store,
     encode_segment,
-    validate_session_id,
 )
 
 

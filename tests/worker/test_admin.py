@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from worker.admin import accepted_tokens, require_admin, sending_token
+from contract.admin_token import accepted_tokens, require_admin, sending_token
 
 
 async def ok(request: Request) -> Response:

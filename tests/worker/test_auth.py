@@ -9,11 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.tokens import SECRET, bad_tokens, mint
-from worker.auth import (
+from contract import close_codes as codes
+from contract.auth import (
     ALL_SESSIONS,
-    CLOSE_FORBIDDEN,
-    CLOSE_UNAUTHENTICATED,
     LEEWAY_S,
     Authenticator,
     AuthRefused,
@@ -21,6 +19,7 @@ from worker.auth import (
     Grant,
     Unauthenticated,
 )
+from tests.tokens import SECRET, bad_tokens, mint
 
 AUTH = Authenticator(SECRET)
 
@@ -72,7 +71,7 @@ class TestAuthenticator:
 
     def test_offered_subprotocols_that_are_not_tokens_are_not_selected(self) -> None:
         assert AUTH.subprotocol(["y-websocket", "chat.v2"]) is None
-        assert refusal(offered=("y-websocket",)).code == CLOSE_UNAUTHENTICATED
+        assert refusal(offered=("y-websocket",)).code == codes.UNAUTHENTICATED
 
     def test_the_query_token_wins_over_a_subprotocol_token(self) -> None:
         grant = AUTH.authenticate(f"token={mint('query')}", [mint("header")])
@@ -80,12 +79,12 @@ class TestAuthenticator:
 
     def test_a_missing_token_is_refused_with_where_to_put_one(self) -> None:
         refused = refusal("token=")
-        assert isinstance(refused, Unauthenticated) and refused.code == CLOSE_UNAUTHENTICATED
+        assert isinstance(refused, Unauthenticated) and refused.code == codes.UNAUTHENTICATED
         assert refused.reason == "no token: pass ?token=JWT or Sec-WebSocket-Protocol"
 
     def test_an_expired_token_is_refused_with_its_expiry(self) -> None:
         refused = refusal(f"token={mint(expires_in=-3600)}")
-        assert refused.code == CLOSE_UNAUTHENTICATED
+        assert refused.code == codes.UNAUTHENTICATED
         assert refused.reason.startswith("token expired at 20")
         assert refused.reason.endswith("; get a new one")
 
@@ -98,14 +97,14 @@ class TestAuthenticator:
 
     def test_a_token_not_valid_yet_is_refused(self) -> None:
         refused = refusal(f"token={mint(nbf=int(time.time()) + 3600)}")
-        assert refused.code == CLOSE_UNAUTHENTICATED and "not valid yet" in refused.reason
+        assert refused.code == codes.UNAUTHENTICATED and "not valid yet" in refused.reason
 
     @pytest.mark.parametrize("name", sorted(bad_tokens()))
     def test_bad_tokens_are_refused_with_their_cause(self, name: str) -> None:
         token, cause = bad_tokens()[name]
         for query, offered in ((f"token={token}", ()), ("", (token,))):
             refused = refusal(query, offered)
-            assert refused.code == CLOSE_UNAUTHENTICATED and cause in refused.reason
+            assert refused.code == codes.UNAUTHENTICATED and cause in refused.reason
 
     def test_only_hs256_is_accepted_even_with_the_right_secret(self) -> None:
         """The algorithm is ours to fix, never the token's to choose."""
@@ -113,17 +112,17 @@ class TestAuthenticator:
 
     @pytest.mark.parametrize("token", ["x", "a.b", "a.b.c", "e30.e30.", "%ZZ"])
     def test_malformed_tokens_are_refused(self, token: str) -> None:
-        assert refusal(f"token={token}").code == CLOSE_UNAUTHENTICATED
+        assert refusal(f"token={token}").code == codes.UNAUTHENTICATED
 
     @pytest.mark.parametrize("sub", [None, "", 42, ["alice"]])
     def test_a_token_without_a_string_sub_is_refused(self, sub: object) -> None:
         refused = refusal(f"token={mint(sub=sub)}")
-        assert refused.code == CLOSE_UNAUTHENTICATED
+        assert refused.code == codes.UNAUTHENTICATED
 
     @pytest.mark.parametrize("sessions", [None, "s1", 5, ["s1", 2], {"s1": True}])
     def test_a_token_without_a_valid_sessions_claim_is_refused(self, sessions: object) -> None:
         refused = refusal(f"token={mint(sessions=sessions)}")
-        assert refused.code == CLOSE_UNAUTHENTICATED and "'sessions'" in refused.reason
+        assert refused.code == codes.UNAUTHENTICATED and "'sessions'" in refused.reason
 
     @pytest.mark.parametrize("sessions", ["*", ["*"]])
     def test_a_star_allows_every_session(self, sessions: object) -> None:
@@ -157,7 +156,7 @@ class TestAuthenticator:
         try:
             AUTH.authenticate(query, offered)
         except AuthRefused as refused:
-            assert refused.code in (CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN)
+            assert refused.code in (codes.UNAUTHENTICATED, codes.FORBIDDEN)
             assert len(refused.reason.encode()) <= 123
 
 
@@ -167,7 +166,7 @@ class TestGrant:
         grant.check_user("alice")
         with pytest.raises(Forbidden) as refused:
             grant.check_user("bob")
-        assert refused.value.code == CLOSE_FORBIDDEN
+        assert refused.value.code == codes.FORBIDDEN
         assert refused.value.reason.startswith("token is for user alice, join says bob")
 
     def test_only_listed_sessions_are_allowed(self) -> None:

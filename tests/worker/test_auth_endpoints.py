@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from contract import close_codes as codes
 from tests.jsclient import requires_node, run_js_client
 from tests.support import JsonClient, RunningWorker, YjsClient, run_worker, settings_for
 from tests.tokens import SECRET, bad_tokens, closed_with, mint
-from worker.auth import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from worker.settings import StorageSettings
 
 
@@ -61,7 +61,7 @@ class TestYjs:
         url = f"{auth_worker.url}/yjs/s1/a.txt"
         for target, offered in ((f"{url}?token={token}", ()), (url, (token,))):
             closed = await closed_with(target, subprotocols=offered)
-            assert closed.code == CLOSE_UNAUTHENTICATED and cause in closed.reason
+            assert closed.code == codes.UNAUTHENTICATED and cause in closed.reason
             # Selected even though refused, so that a browser sees the code, not a failed handshake.
             assert closed.subprotocol == (token if offered else None)
         assert await untouched(auth_worker, "s1")
@@ -72,7 +72,7 @@ class TestYjs:
     ) -> None:
         closed = await closed_with(f"{auth_worker.url}/yjs/s1", subprotocols=["y-websocket"])
         assert (closed.code, closed.reason) == (
-            CLOSE_UNAUTHENTICATED,
+            codes.UNAUTHENTICATED,
             "no token: pass ?token=JWT or Sec-WebSocket-Protocol",
         )
         assert closed.subprotocol is None
@@ -83,7 +83,7 @@ class TestYjs:
     ) -> None:
         token = mint("alice", ["s1"])
         closed = await closed_with(f"{auth_worker.url}/yjs/s2/a.txt?token={token}")
-        assert closed.code == CLOSE_FORBIDDEN
+        assert closed.code == codes.FORBIDDEN
         assert closed.reason.startswith("token does not allow session s2")
         assert await untouched(auth_worker, "s2")
         assert sample(auth_worker, "collab_protocol_errors_total", reason="forbidden") == 1
@@ -111,7 +111,7 @@ class TestJson:
         token, cause = bad_tokens()[name]
         for path, offered in ((f"/?token={token}", ()), ("/ws", (token,))):
             closed = await closed_with(auth_worker.url + path, subprotocols=offered)
-            assert closed.code == CLOSE_UNAUTHENTICATED and cause in closed.reason
+            assert closed.code == codes.UNAUTHENTICATED and cause in closed.reason
             assert closed.messages == [
                 {"type": "error", "error": "Authentication failed", "reason": closed.reason}
             ]
@@ -120,7 +120,7 @@ class TestJson:
 
     async def test_no_token_gets_an_error_then_4401(self, auth_worker: RunningWorker) -> None:
         closed = await closed_with(auth_worker.url + "/")
-        assert closed.code == CLOSE_UNAUTHENTICATED
+        assert closed.code == codes.UNAUTHENTICATED
         assert closed.messages[0]["error"] == "Authentication failed"
 
     @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ class TestJson:
     ) -> None:
         join = {"type": "join", "sessionId": session, "userId": user}
         closed = await closed_with(f"{auth_worker.url}/?token={mint('alice', ['s1'])}", send=join)
-        assert closed.code == CLOSE_FORBIDDEN and closed.reason.startswith(reason)
+        assert closed.code == codes.FORBIDDEN and closed.reason.startswith(reason)
         assert closed.messages == [
             {"type": "error", "error": "Access denied", "reason": closed.reason}
         ]
@@ -193,7 +193,7 @@ class TestYWebsocket:
             closed = await run_js_client(
                 url, room, token=expired, token_carrier=carrier, expect_close=True
             )
-            assert closed["closeCode"] == CLOSE_UNAUTHENTICATED, closed
+            assert closed["closeCode"] == codes.UNAUTHENTICATED, closed
             assert str(closed["closeReason"]).startswith("token expired at")
 
 

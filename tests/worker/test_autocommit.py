@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.support import JsonClient, run_worker, settings_for
-from worker.commits import sync_packs
+from worker.git_branch import sync_packs
 from worker.settings import Settings, StorageSettings
 from worker.storage import LocalStore, SessionMeta, SessionStore
 
@@ -161,7 +161,7 @@ class TestAutoCommit:
         async with run_worker(settings) as w, JsonClient.connect(w.url) as c:
             await c.join("g", "dave")
             await c.file_op(type="create", path="d.txt", content="drained\n")
-            await w.manager.drain(5)
+            await w.manager.handoff.drain(5)
             assert await ref_of(storage, "g") is not None
         repo = await history(storage, "g", tmp_path / "check.git")
         assert git(repo, "log", "-1", "--format=%an").strip() == "dave"

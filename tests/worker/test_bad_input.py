@@ -9,7 +9,7 @@ import pytest
 import websockets
 
 from tests.support import JsonClient, RunningWorker, YjsClient, run_worker, settings_for, wait_until
-from worker.protocol import yjs
+from worker import yjs_protocol as yjs
 from worker.settings import StorageSettings
 
 

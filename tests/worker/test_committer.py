@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from dulwich.repo import Repo
 
-from worker.committer import CommitterError, Person, add_pack, commit, message, open_repo
+from worker.git_objects import CommitterError, Person, add_pack, commit, message, open_repo
 
 ALICE, BOB, CAROL = Person.for_user("alice"), Person.for_user("bob"), Person.for_user("carol")
 

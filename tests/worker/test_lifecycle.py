@@ -22,8 +22,13 @@ from worker.storage import LocalStore, SessionStore
 
 
 def segment_keys(root: Path, session: str) -> list[str]:
+    """The session's finished objects (not the local store's temporary files mid-write)."""
     base = root / "sessions" / session
-    return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file())
+    return sorted(
+        str(p.relative_to(base))
+        for p in base.rglob("*")
+        if p.is_file() and not p.name.startswith(".tmp-")
+    )
 
 
 class TestInProcess:

@@ -9,7 +9,7 @@ from tests.support import ROOT
 
 _PROGRAM = """
 import structlog
-from worker.logs import configure_logging
+from contract.logs import configure_logging
 
 configure_logging({fmt!r})
 

@@ -115,7 +115,7 @@ class TestOneState:
     async def test_awareness_is_relayed_and_cleared_on_disconnect(
         self, worker: RunningWorker
     ) -> None:
-        from worker.protocol import yjs
+        from worker import yjs_protocol as yjs
 
         async with YjsClient.connect(worker.url, "s-aw/x.txt") as watcher:
             await asyncio.wait_for(watcher.synced.wait(), 5)

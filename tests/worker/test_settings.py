@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from contract.env import ConfigError
 from ops.client import OpsError, Router
 from router.settings import RouterSettings
-from worker.settings import ConfigError, Settings
+from worker.settings import Settings
 
 S3 = {"MINIO_ENDPOINT": "minio"}
 

@@ -21,13 +21,11 @@ from worker.storage.base import (
 )
 from worker.storage.codec import decode_segment, encode_segment
 from worker.storage.local import LocalStore
-from worker.storage.sessions import (
+from worker.storage.session_store import (
     CompactResult,
     LoadedSession,
     SessionMeta,
     SessionStore,
-    utc_now_iso,
-    validate_session_id,
 )
 
 if TYPE_CHECKING:
@@ -63,8 +61,6 @@ __all__ = [
     "decode_segment",
     "encode_segment",
     "open_store",
-    "utc_now_iso",
-    "validate_session_id",
 ]
 
 

@@ -11,20 +11,19 @@ from __future__ import annotations
 import structlog
 from starlette.types import Receive, Scope, Send
 
-from ..auth import AuthRefused
-from ..client import CLOSE_POLICY, CLOSE_RESTART, CLOSE_TRY_AGAIN, Client
+from contract import close_codes as codes
+from contract.auth import AuthRefused
+from contract.ids import validate_session_id
+from contract.paths import PathRefused, check_path
+
+from .. import yjs_protocol as yjs
+from ..client import Client
 from ..connection import accept, close, pump
-from ..paths import PathRefused, check_path
-from ..protocol import yjs
+from ..manager import SessionUnavailable
 from ..session import INDEX_DOC, SessionMoving, UpdateRejected
-from ..sessions import SessionUnavailable
-from ..storage import validate_session_id
-from .state import WorkerState
+from .worker_state import WorkerState
 
 log = structlog.get_logger("worker.yjs")
-
-CLOSE_INVALID_DATA = 1007
-CLOSE_UNSUPPORTED = 1003
 
 
 async def yjs_endpoint(
@@ -40,7 +39,7 @@ async def yjs_endpoint(
         doc_name = INDEX_DOC if not raw_path else check_path(raw_path)
     except (ValueError, PathRefused) as exc:
         state.metrics.protocol_errors.labels("bad_target").inc()
-        await close(send, CLOSE_POLICY, f"invalid target: {exc}")
+        await close(send, codes.POLICY, f"invalid target: {exc}")
         return
     try:
         grant = state.auth.authenticate(scope.get("query_string", b""), offered)
@@ -53,7 +52,7 @@ async def yjs_endpoint(
     try:
         session = await state.manager.acquire(session_id)
     except SessionUnavailable as exc:
-        await close(send, CLOSE_RESTART if exc.draining else CLOSE_TRY_AGAIN, exc.reason)
+        await close(send, codes.RESTART if exc.draining else codes.TRY_AGAIN, exc.reason)
         return
 
     client = Client(
@@ -71,7 +70,7 @@ async def yjs_endpoint(
     async def handle(data: bytes | str) -> None:
         if isinstance(data, str):
             state.metrics.protocol_errors.labels("text_frame").inc()
-            client.close(CLOSE_UNSUPPORTED, "y-websocket messages are binary frames")
+            client.close(codes.UNSUPPORTED_DATA, "y-websocket messages are binary frames")
             return
         try:
             frame = yjs.parse(data)
@@ -90,9 +89,9 @@ async def yjs_endpoint(
         except (yjs.FrameError, UpdateRejected) as exc:
             state.metrics.protocol_errors.labels("corrupt_update").inc()
             log.warning("yjs_message_rejected", session=session_id, doc=doc_name, error=str(exc))
-            client.close(CLOSE_INVALID_DATA, f"rejected message: {exc}")
+            client.close(codes.INVALID_DATA, f"rejected message: {exc}")
         except SessionMoving as exc:
-            client.close(CLOSE_RESTART, str(exc))
+            client.close(codes.RESTART, str(exc))
 
     try:
         client.send(session.sync_start(doc_name))

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from worker.admin import require_admin, sending_token
-from worker.storage import validate_session_id
+from contract.admin_token import require_admin, sending_token
+from contract.ids import validate_session_id
 
 from .membership import Membership, WorkerInfo, describe_error
 from .metrics import RouterMetrics

@@ -12,12 +12,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..admin import Endpoint, require_admin
+from contract.admin_token import Endpoint, require_admin
+from contract.ids import validate_session_id
+
+from ..manager import SessionUnavailable
 from ..metrics import WorkerMetrics
-from ..sessions import SessionUnavailable
 from ..settings import Settings
-from ..storage import StorageError, validate_session_id
-from .state import WorkerState
+from ..storage import StorageError
+from .worker_state import WorkerState
 
 
 def admin_routes(settings: Settings, metrics: WorkerMetrics, started: float) -> list[Route]:
@@ -42,13 +44,13 @@ def admin_routes(settings: Settings, metrics: WorkerMetrics, started: float) -> 
                 "connections": sum(by_protocol.values()),
                 "connectionsByProtocol": by_protocol,
                 "documents": sum(s.documents for s in manager.sessions.values()),
-                "storage": "ok" if manager.storage_ok else "unavailable",
-                "storageError": manager.storage_error,
+                "storage": "ok" if manager.health.ok else "unavailable",
+                "storageError": manager.health.error,
                 "unflushedBytes": unflushed,
                 "unflushedAgeSeconds": round(age, 3),
                 "eventLoopLagSeconds": metrics.value("collab_event_loop_lag_seconds"),
                 "uptimeSeconds": round(time.monotonic() - started, 1),
-                "drain": manager.drain_status(),
+                "drain": manager.handoff.status(),
                 "recentCommits": list(manager.autocommit.recent),
             }
         )
@@ -65,14 +67,14 @@ def admin_routes(settings: Settings, metrics: WorkerMetrics, started: float) -> 
     async def admin_drain(request: Request) -> Response:
         """Starts draining and answers at once (202); progress is in ``/admin/status``."""
         manager = worker(request).manager
-        manager.start_drain(settings.drain_timeout_ms / 1000)
+        manager.handoff.start_drain(settings.drain_timeout_ms / 1000)
         return JSONResponse(
-            {"worker": settings.worker_id, "state": "draining", **manager.drain_status()},
+            {"worker": settings.worker_id, "state": "draining", **manager.handoff.status()},
             status_code=202,
         )
 
     async def admin_undrain(request: Request) -> Response:
-        worker(request).manager.undrain()
+        worker(request).manager.handoff.undrain()
         return JSONResponse({"worker": settings.worker_id, "state": "active"})
 
     async def admin_session(request: Request) -> Response:
@@ -86,7 +88,7 @@ def admin_routes(settings: Settings, metrics: WorkerMetrics, started: float) -> 
 
     async def admin_handoff(request: Request) -> Response:
         manager = worker(request).manager
-        result = await manager.hand_off(
+        result = await manager.handoff.hand_off(
             request.path_params["session"], settings.drain_timeout_ms / 1000
         )
         return JSONResponse({"worker": settings.worker_id, **result})

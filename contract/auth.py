@@ -28,10 +28,9 @@ from urllib.parse import parse_qs
 
 import jwt
 
-from .settings import rotating_values
+from . import close_codes as codes
+from .env import rotating_values
 
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
 # Clocks of the token issuer, the routers and the workers drift apart a little: ``exp`` and
 # ``nbf`` are honoured this many seconds late / early.
 LEEWAY_S = 30
@@ -51,18 +50,18 @@ class AuthRefused(Exception):
     label: ClassVar[str]  # for metrics: ``reason`` label of the error counters
 
     def __init__(self, reason: str) -> None:
-        reason = reason.encode()[:123].decode(errors="ignore")
+        reason = codes.fit_reason(reason)
         super().__init__(reason)
         self.reason = reason
 
 
 class Unauthenticated(AuthRefused):
-    code = CLOSE_UNAUTHENTICATED
+    code = codes.UNAUTHENTICATED
     label = "unauthenticated"
 
 
 class Forbidden(AuthRefused):
-    code = CLOSE_FORBIDDEN
+    code = codes.FORBIDDEN
     label = "forbidden"
 
 

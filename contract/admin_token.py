@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .settings import rotating_values
+from .env import rotating_values
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

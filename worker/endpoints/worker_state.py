@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..auth import Authenticator
+from contract.auth import Authenticator
+
+from ..manager import SessionManager
 from ..metrics import WorkerMetrics
-from ..sessions import SessionManager
 from ..settings import Settings
 from ..storage import SessionStore
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import anyio
 import structlog
 
-from . import committer
-from .committer import Person
+from . import git_objects as committer
+from .git_objects import Person
 from .storage import SessionStore
 
 log = structlog.get_logger("worker.commits")

@@ -13,15 +13,17 @@ from typing import Any
 import structlog
 from starlette.types import Receive, Scope, Send
 
+from contract import close_codes as codes
+from contract import json_protocol as jmsg
+from contract.auth import AuthRefused, Grant
+from contract.paths import PathRefused, check_path
+
 from .. import files
-from ..auth import AuthRefused, Grant
-from ..client import CLOSE_RESTART, CLOSE_TRY_AGAIN, Client
+from ..client import Client
 from ..connection import accept, pump, refuse
-from ..paths import PathRefused, check_path
-from ..protocol import json as jmsg
+from ..manager import SessionUnavailable
 from ..session import Session, SessionMoving, UpdateRejected
-from ..sessions import SessionUnavailable
-from .state import WorkerState
+from .worker_state import WorkerState
 
 log = structlog.get_logger("worker.json")
 
@@ -66,7 +68,7 @@ class _JsonConnection:
             self.client.send(jmsg.error(exc.error, exc.reason))
         except SessionMoving as exc:
             self.client.send(jmsg.error(jmsg.SESSION_UNAVAILABLE, str(exc)))
-            self.client.close(CLOSE_RESTART, str(exc))
+            self.client.close(codes.RESTART, str(exc))
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -131,7 +133,7 @@ class _JsonConnection:
             session = await self.state.manager.acquire(session_id)
         except SessionUnavailable as exc:
             self.client.send(jmsg.error(jmsg.SESSION_UNAVAILABLE, exc.reason))
-            self.client.close(CLOSE_RESTART if exc.draining else CLOSE_TRY_AGAIN, exc.reason)
+            self.client.close(codes.RESTART if exc.draining else codes.TRY_AGAIN, exc.reason)
             return
         self.client.user_id = user_id
         self.session = session

@@ -10,8 +10,9 @@ from typing import Any
 
 import orjson
 
-from ..auth import CLOSE_FORBIDDEN, AuthRefused
-from ..storage.sessions import validate_session_id
+from . import close_codes as codes
+from .auth import AuthRefused
+from .ids import validate_session_id
 
 MESSAGE_TYPES = ("join", "fileOperation", "yjsUpdate", "getFiles", "getFile", "ping")
 FILE_OPERATIONS = ("create", "update", "delete", "rename")
@@ -111,7 +112,7 @@ def error(text: str, reason: str | None = None) -> str:
 
 def auth_error(refused: AuthRefused) -> str:
     """The error a client is sent before its connection is closed with ``refused.code``."""
-    text = FORBIDDEN if refused.code == CLOSE_FORBIDDEN else UNAUTHENTICATED
+    text = FORBIDDEN if refused.code == codes.FORBIDDEN else UNAUTHENTICATED
     return error(text, refused.reason)
 
 

@@ -27,18 +27,18 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import anyio.to_thread
 from pycrdt import merge_updates
 
+from contract.ids import is_name, validate_name, validate_session_id
+from contract.timefmt import iso_time
 from worker.storage.base import CorruptObject, StorageUnavailable, Store
 from worker.storage.codec import decode_segment, encode_segment
 from worker.storage.history import SessionHistory
@@ -48,11 +48,8 @@ __all__ = [
     "LoadedSession",
     "SessionMeta",
     "SessionStore",
-    "utc_now_iso",
-    "validate_session_id",
 ]
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SEQUENCE = itertools.count(1)  # per process, shared by every SessionStore in it
 # Tells apart two processes that share a worker id (a restart, a misconfiguration): with the
 # per-process sequence it makes every key unique without a random draw per object.
@@ -66,30 +63,6 @@ LOG = "log/"
 META = "meta.json"
 
 
-def validate_session_id(session_id: str) -> str:
-    """Return ``session_id`` if it is safe as one path/key component, else raise ``ValueError``.
-
-    The one rule for session ids everywhere (URLs, JSON join, storage keys, CLI), so a session
-    id accepted at the edge can never escape ``sessions/{id}/`` in storage.
-    """
-    return _validate_name(session_id, "session id")
-
-
-def _validate_name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or ".." in value:
-        raise ValueError(
-            f"invalid {what} {value!r}: use 1-128 characters of A-Z a-z 0-9 . _ -, "
-            "starting with a letter or digit, without '..'"
-        )
-    return value
-
-
-def utc_now_iso() -> str:
-    """UTC time as ISO-8601 with milliseconds and ``Z``; fixed width, so it sorts as text."""
-    now = datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-
-
 @dataclass(frozen=True)
 class SessionMeta:
     """What ``meta.json`` holds; serialized with the seed's camelCase names."""
@@ -101,7 +74,7 @@ class SessionMeta:
 
     @classmethod
     def new(cls, *, users: Iterable[str] = (), is_git_repo: bool = False) -> SessionMeta:
-        now = utc_now_iso()
+        now = iso_time()
         return cls(created=now, last_active=now, users=tuple(users), is_git_repo=is_git_repo)
 
     def to_json(self) -> dict[str, Any]:
@@ -153,7 +126,7 @@ class SessionStore(SessionHistory):
     ) -> None:
         """``clock`` returns the milliseconds used in object names (tests make it deterministic)."""
         self.store = store
-        self.worker_id = _validate_name(worker_id, "worker id")
+        self.worker_id = validate_name(worker_id, "worker id")
         self._clock = clock or _now_ms
 
     # -- updates ---------------------------------------------------------------------------
@@ -229,7 +202,7 @@ class SessionStore(SessionHistory):
             if not isinstance(entry.get("ts", ""), str):
                 raise ValueError(f"log entry 'ts' must be an ISO-8601 string: {entry['ts']!r}")
             row: dict[str, Any] = {
-                "ts": utc_now_iso(),
+                "ts": iso_time(),
                 "userId": None,
                 "worker": self.worker_id,
                 "op": entry["op"],
@@ -285,7 +258,7 @@ class SessionStore(SessionHistory):
         ids = set()
         for key in await self.store.list("sessions/"):
             parts = key.split("/")
-            if len(parts) > 2 and _NAME_RE.fullmatch(parts[1]) and ".." not in parts[1]:
+            if len(parts) > 2 and is_name(parts[1]):
                 ids.add(parts[1])
         return sorted(ids)
 

@@ -1,0 +1,32 @@
+"""Every WebSocket close code this system sends, in one table, and the one way to fit a reason.
+
+Standard codes come from ``websockets.frames.CloseCode`` (RFC 6455 §7.4); the two of our own
+are in the 4000-4999 range that RFC 6455 leaves to applications, chosen to read like their HTTP
+counterparts. Clients rely on them: y-websocket reconnects on any close, JSON clients on 1012
+and 1013, and a browser gives up on 4401/4403.
+"""
+
+from __future__ import annotations
+
+from websockets.frames import CloseCode
+
+NORMAL = CloseCode.NORMAL_CLOSURE  # 1000
+UNSUPPORTED_DATA = CloseCode.UNSUPPORTED_DATA  # 1003: a text frame on the binary Yjs protocol
+ABNORMAL = CloseCode.ABNORMAL_CLOSURE  # 1006: never on the wire; the peer vanished
+INVALID_DATA = CloseCode.INVALID_DATA  # 1007: a corrupt Yjs message
+POLICY = CloseCode.POLICY_VIOLATION  # 1008: unknown path, slow client, no join in time
+TOO_BIG = CloseCode.MESSAGE_TOO_BIG  # 1009: over MAX_MESSAGE_BYTES
+RESTART = CloseCode.SERVICE_RESTART  # 1012: reconnect now; the session moved (drain, hand-off)
+TRY_AGAIN = CloseCode.TRY_AGAIN_LATER  # 1013: reconnect later (storage down, no worker ready)
+UNAUTHENTICATED = 4401  # no token, or a bad one
+FORBIDDEN = 4403  # a good token that does not allow this user or session
+
+MAX_REASON_BYTES = 123  # a control frame carries 125 bytes: the 2-byte code and the reason
+
+
+def fit_reason(reason: str, limit: int = MAX_REASON_BYTES) -> str:
+    """``reason`` cut to at most ``limit`` UTF-8 bytes without splitting a character."""
+    data = reason.encode()
+    if len(data) <= limit:
+        return reason
+    return data[:limit].decode(errors="ignore")

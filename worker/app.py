@@ -115,23 +115,7 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
             status = "starting"
         else:
             status = "ready"
-        unflushed, age = manager.update_lag_metrics()
-        body = {
-            "state": status,
-            "worker": settings.worker_id,
-            "sessions": len(manager.sessions),
-            "connections": int(
-                metrics.value("collab_connections_active", protocol="yjs")
-                + metrics.value("collab_connections_active", protocol="json")
-            ),
-            # Storage trouble is reported, not turned into 503: every worker shares the same
-            # storage, so moving sessions elsewhere would not help, and this worker keeps
-            # serving and holding the edits until storage is back.
-            "storage": "ok" if manager.health.ok else "unavailable",
-            "storageError": manager.health.error,
-            "unflushedBytes": unflushed,
-            "unflushedAgeSeconds": round(age, 3),
-        }
+        body = {"state": status, "worker": settings.worker_id, **state.load_and_durability()}
         return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
     async def metrics_endpoint(request: Request) -> Response:

@@ -11,11 +11,9 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Literal
 
 from contract import close_codes as codes
 
-Protocol = Literal["yjs", "json"]
 Payload = bytes | str
 _ids = itertools.count(1)
 
@@ -34,19 +32,16 @@ class Client:
         "id",
         "limit",
         "on_overflow",
-        "protocol",
         "user_id",
     )
 
     def __init__(
         self,
-        protocol: Protocol,
         limit: int,
         user_id: str = "anonymous",
         on_overflow: Callable[[], None] | None = None,
     ) -> None:
         self.id = next(_ids)
-        self.protocol: Protocol = protocol
         self.user_id = user_id
         self.limit = limit
         self.on_overflow = on_overflow

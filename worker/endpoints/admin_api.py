@@ -31,23 +31,15 @@ def admin_routes(settings: Settings, metrics: WorkerMetrics, started: float) -> 
 
     async def admin_status(request: Request) -> Response:
         """Everything `collab status` shows about this worker, read from live state."""
-        manager = worker(request).manager
-        unflushed, age = manager.update_lag_metrics()
-        by_protocol = {
-            p: int(metrics.value("collab_connections_active", protocol=p)) for p in ("yjs", "json")
-        }
+        state = worker(request)
+        manager = state.manager
         return JSONResponse(
             {
                 "worker": settings.worker_id,
                 "state": "draining" if manager.draining else "active",
-                "sessions": len(manager.sessions),
-                "connections": sum(by_protocol.values()),
-                "connectionsByProtocol": by_protocol,
+                **state.load_and_durability(),
+                "connectionsByProtocol": state.connections_by_protocol(),
                 "documents": sum(s.documents for s in manager.sessions.values()),
-                "storage": "ok" if manager.health.ok else "unavailable",
-                "storageError": manager.health.error,
-                "unflushedBytes": unflushed,
-                "unflushedAgeSeconds": round(age, 3),
                 "eventLoopLagSeconds": metrics.value("collab_event_loop_lag_seconds"),
                 "uptimeSeconds": round(time.monotonic() - started, 1),
                 "drain": manager.handoff.status(),

@@ -39,7 +39,7 @@ async def json_endpoint(state: WorkerState, scope: Scope, receive: Receive, send
         await refuse(send, refused.code, refused.reason, jmsg.auth_error(refused))
         return
     client = Client(
-        "json", state.settings.send_buffer_bytes, on_overflow=state.metrics.slow_clients_dropped.inc
+        state.settings.send_buffer_bytes, on_overflow=state.metrics.slow_clients_dropped.inc
     )
     conn = _JsonConnection(state, client, grant)
     gauge = state.metrics.connections_active.labels("json")

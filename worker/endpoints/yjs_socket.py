@@ -56,7 +56,6 @@ async def yjs_endpoint(
         return
 
     client = Client(
-        "yjs",
         state.settings.send_buffer_bytes,
         # With authentication, edits are logged and committed under the token's user.
         user_id=grant.user if grant is not None else "anonymous",

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import httpx
 
+from router import ring
 from router.server import Router, run_router
 from router.settings import RouterSettings
 from tests.s3server import free_port
@@ -72,6 +73,18 @@ class Pool:
     def metric(self, name: str, **labels: str) -> float:
         value = self.router.metrics.registry.get_sample_value(name, labels)
         return value or 0.0
+
+
+def sessions_owned_by(worker: str, workers: list[str], count: int, prefix: str) -> list[str]:
+    """The first ``count`` session ids ``{prefix}-{i}`` that the ring places on ``worker``."""
+    found = []
+    i = 0
+    while len(found) < count:
+        name = f"{prefix}-{i}"
+        if ring.owner(name, workers) == worker:
+            found.append(name)
+        i += 1
+    return found
 
 
 async def start_worker(tmp: Path, env: dict[str, str], name: str) -> WorkerProcess:

@@ -21,13 +21,16 @@ from typing import Any
 
 import httpx
 import websockets
-from pycrdt import Doc, Map, Text
+from httpx_ws import aconnect_ws
+from pycrdt import Doc, Map, Provider, Text
+from pycrdt.websocket.websocket import HttpxWebsocket
 from websockets.typing import Subprotocol
 
 from contract.server import Server, uvicorn_config
 from tests.s3server import free_port
 from worker import yjs_protocol as yjs
 from worker.app import create_app
+from worker.client import Client, Payload
 from worker.settings import Settings, StorageSettings
 from worker.storage import Store
 
@@ -374,3 +377,78 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached within {timeout}s")
         await asyncio.sleep(0.02)
+
+
+# --- in-process pieces: clients that only buffer, and editors that make real Yjs updates ------
+
+
+class Editor:
+    """A client-side replica of one file (``Y.Text "content"``); each edit returns its update."""
+
+    def __init__(self) -> None:
+        self.doc: Doc = Doc()
+        self.text = self.doc.get("content", type=Text)
+
+    def insert(self, index: int, value: str) -> bytes:
+        before = self.doc.get_state()
+        self.text.insert(index, value)
+        return self.doc.get_update(before)
+
+
+def buffering_client(user: str = "anonymous", limit: int = 1 << 20) -> Client:
+    """A worker-side client with no socket: what sessions and rooms send it stays buffered."""
+    return Client(limit, user_id=user)
+
+
+async def drain(client: Client) -> list[Payload]:
+    """Everything queued to ``client`` so far, in order (closes it; its writer runs to the end)."""
+    out: list[Payload] = []
+
+    async def transmit(data: Payload) -> None:
+        out.append(data)
+
+    client.close(1000, "drained by the test")
+    await client.run_writer(transmit)
+    return out
+
+
+async def end_of_turn() -> None:
+    """Lets what was scheduled with ``call_soon`` this turn run (a room's fan-out does)."""
+    await asyncio.sleep(0)
+
+
+# --- third-party clients and fixtures shared by several test modules ---------------------------
+
+
+@asynccontextmanager
+async def pycrdt_client(http_url: str, room: str) -> AsyncIterator[Text]:
+    """pycrdt-websocket's own client: pycrdt's Provider over its HttpxWebsocket channel."""
+    doc: Doc = Doc()
+    text = doc.get("content", type=Text)
+    async with aconnect_ws(f"{http_url}/yjs/{room}") as ws, Provider(doc, HttpxWebsocket(ws, room)):
+        yield text
+
+
+PNG = bytes([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) + bytes(range(256)) * 8
+
+
+def sh(cwd: Path, *args: str) -> str:
+    """A command's stdout (it must succeed), e.g. ``sh(repo, "git", "log")``."""
+    return subprocess.run(
+        list(args), cwd=cwd, capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+
+
+def make_repo(root: Path, files: int = 3) -> None:
+    """A git repository at ``root``: README.md, ``files`` files under src/, a binary logo.png,
+    and an untracked .collaboration/ directory, in one commit on ``main``."""
+    (root / "src").mkdir(parents=True)
+    (root / "README.md").write_text("# demo\n")
+    for i in range(files):
+        (root / "src" / f"m{i}.py").write_text(f"x = {i}\n")
+    (root / "logo.png").write_bytes(PNG)
+    (root / ".collaboration").mkdir()
+    (root / ".collaboration" / "state.json").write_text("{}")
+    sh(root, "git", "init", "-q", "-b", "main")
+    sh(root, "git", "add", "README.md", "src", "logo.png")
+    sh(root, "git", "-c", "user.name=dev", "-c", "user.email=dev@x", "commit", "-qm", "initial")

@@ -1,13 +1,8 @@
 """`collab autoscale`: the worker count from live sessions, and applying it on Docker Swarm.
 
-Swarm has no autoscaler; on Kubernetes the chart's HPA scales on the same metric
-(``collab_sessions_active`` per worker). The decision is HPA's rule:
-
-    desired = ceil(total sessions / target per worker), clamped to [min, max]
-
-Scale up at once. Scale down only after a full cool-off window has been observed, and only to
-the highest count wanted during it, so a brief lull does not remove workers that are needed
-again a minute later (HPA's scale-down stabilization window).
+Swarm has no autoscaler; on Kubernetes `collab operator` scales a CollabPool. Both decide with
+``ops.scaling`` (the rule, the cool-off window, the buffer and the choice of victims), so both
+platforms behave the same.
 
 On Swarm, scaling down removes tasks that Swarm picks (it prefers nodes with the most
 replicas), not ones we name. So the workers the autoscaler would remove (the ones holding the
@@ -18,12 +13,9 @@ SIGTERM within its stop_grace_period.
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
 import time
-from collections import deque
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
@@ -31,74 +23,28 @@ import anyio
 from .client import AdminClient, OpsError
 from .display import emit
 from .draining import wait_drained
+from .scaling import Autoscaler, Decision, Member, Policy, WorkerState, victims
+
+__all__ = ["Autoscaler", "Decision", "Loop", "Policy", "Swarm", "members_of"]
 
 
-@dataclass(frozen=True)
-class Policy:
-    target: int  # sessions one worker should hold
-    minimum: int
-    maximum: int
-    scale_down_delay_s: float
-
-    def need(self, sessions: int) -> int:
-        """Workers needed for ``sessions``, within [minimum, maximum]."""
-        return min(self.maximum, max(self.minimum, math.ceil(sessions / self.target)))
-
-
-@dataclass(frozen=True)
-class Decision:
-    at: float
-    sessions: int
-    current: int
-    desired: int
-    action: str  # "scale up" | "scale down" | "hold"
-    reason: str
-
-    def row(self) -> dict[str, Any]:
-        """The decision without its clock reading (``at`` is monotonic time)."""
-        row = asdict(self)
-        del row["at"]
-        return row
-
-
-class Autoscaler:
-    """Pure decisions over (time, current replicas, total sessions); no I/O."""
-
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
-        self._needs: deque[tuple[float, int]] = deque()
-        self._first: float | None = None
-
-    def decide(self, now: float, current: int, sessions: int) -> Decision:
-        policy = self.policy
-        need = policy.need(sessions)
-        window = policy.scale_down_delay_s
-        self._first = now if self._first is None else self._first
-        self._needs.append((now, need))
-        while self._needs and self._needs[0][0] < now - window:
-            self._needs.popleft()
-        per = f"{sessions} sessions / {policy.target} per worker"
-
-        def decision(action: str, desired: int, reason: str) -> Decision:
-            return Decision(now, sessions, current, desired, action, reason)
-
-        if need > current:
-            return decision("scale up", need, f"{per} needs {need}")
-        if need == current:
-            return decision("hold", current, f"{per}: {need} is right")
-        observed = now - self._first
-        if observed < window:
-            return decision(
-                "hold",
-                current,
-                f"{per} needs {need} [{policy.minimum}, {policy.maximum}], but the {window:g} s "
-                f"cool-off has run {observed:.0f} s only",
-            )
-        peak = max(n for _, n in self._needs)
-        last = f"in the last {window:g} s"
-        if peak >= current:
-            return decision("hold", current, f"{per} needs {need}, but {peak} were needed {last}")
-        return decision("scale down", peak, f"{per} needs {need}; at most {peak} needed {last}")
+def members_of(rows: list[dict[str, Any]]) -> list[Member]:
+    """The routers' worker rows as the decision engine's members (down workers hold nothing)."""
+    states: dict[str, WorkerState] = {
+        "active": "ready",
+        "draining": "draining",
+        "starting": "starting",
+    }
+    return [
+        Member(
+            str(row["id"]),
+            states[row["state"]],
+            int(row.get("sessions") or 0),
+            int(row.get("connections") or 0),
+        )
+        for row in rows
+        if row.get("state") in states
+    ]
 
 
 class Swarm:
@@ -137,9 +83,8 @@ class Swarm:
         if desired >= current:
             await self.docker("service", "scale", "--detach", f"{self.service}={desired}")
             return f"scaled {self.service} to {desired}"
-        active = [w for w in workers if w.get("state") == "active"]
-        active.sort(key=lambda w: (int(w.get("sessions") or 0), str(w.get("id"))))
-        chosen = [str(w["id"]) for w in active[: current - desired]]
+        active = [m for m in members_of(workers) if m.state == "ready"]
+        chosen = [m.name for m in victims(active, current - desired)]
         for name in chosen:
             await self.client.drain(name)
         for name in chosen:

@@ -22,6 +22,7 @@ from . import autoscale as scaling
 from .client import AdminClient, Router
 from .display import emit, run_command
 from .draining import sessions_left, wait_drained
+from .scaling import NO_BUFFER, Buffer
 from .status import render_status
 
 app = typer.Typer()
@@ -265,6 +266,14 @@ def autoscale(
         float, typer.Option(min=0, help="Seconds to wait for Swarm to remove the tasks.")
     ] = 120.0,
     rounds: Annotated[int, typer.Option(min=0, help="Stop after N decisions (0: never).")] = 0,
+    buffer_sessions: Annotated[
+        str | None,
+        typer.Option(help="Spare capacity: N sessions, or N% of the live sessions."),
+    ] = None,
+    buffer_workers: Annotated[
+        str | None,
+        typer.Option(help="Spare capacity: N workers, or N% of the workers needed."),
+    ] = None,
     router: RouterOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -272,7 +281,21 @@ def autoscale(
     if minimum > maximum:
         typer.echo(f"collab autoscale: --min {minimum} is above --max {maximum}", err=True)
         raise typer.Exit(2)
-    policy = scaling.Policy(target_sessions_per_worker, minimum, maximum, scale_down_delay)
+    if buffer_sessions is not None and buffer_workers is not None:
+        typer.echo("collab autoscale: --buffer-sessions or --buffer-workers, not both", err=True)
+        raise typer.Exit(2)
+    try:
+        buffer = (
+            Buffer.parse(buffer_sessions, "sessions")
+            if buffer_sessions is not None
+            else Buffer.parse(buffer_workers, "workers")
+            if buffer_workers is not None
+            else NO_BUFFER
+        )
+    except ValueError as exc:
+        typer.echo(f"collab autoscale: {exc}", err=True)
+        raise typer.Exit(2) from None
+    policy = scaling.Policy(target_sessions_per_worker, minimum, maximum, scale_down_delay, buffer)
 
     async def command(client: AdminClient) -> int:
         swarm = None

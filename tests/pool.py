@@ -87,6 +87,22 @@ def sessions_owned_by(worker: str, workers: list[str], count: int, prefix: str) 
     return found
 
 
+async def session_on(worker: WorkerProcess, session: str) -> dict[str, Any] | None:
+    """The worker's own description of a session live on it (``/admin/sessions/{id}``: users,
+    unflushedBytes, ...), or None when it is not live there."""
+    async with httpx.AsyncClient() as http:
+        r = await http.get(
+            f"{worker.http}/admin/sessions/{session}",
+            headers={"authorization": f"Bearer {TOKEN}"},
+            timeout=5,
+        )
+    if r.status_code == 404:
+        return None
+    r.raise_for_status()
+    described: dict[str, Any] = r.json()
+    return described
+
+
 async def start_worker(tmp: Path, env: dict[str, str], name: str) -> WorkerProcess:
     worker = WorkerProcess(
         {

@@ -13,11 +13,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import websockets
@@ -35,6 +35,7 @@ from worker.settings import Settings, StorageSettings
 from worker.storage import Store
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 def settings_for(storage: StorageSettings, **kw: Any) -> Settings:
@@ -377,6 +378,25 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached within {timeout}s")
         await asyncio.sleep(0.02)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]],
+    timeout: float = 5,
+    what: str = "condition",
+    interval: float = 0.05,
+) -> T:
+    """Awaits ``check()`` until it returns something truthy, and returns that (``wait_until``
+    for conditions that need I/O to observe: an HTTP answer, a storage read)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                value = await check()
+                if value:
+                    return value
+                await asyncio.sleep(interval)
+    except TimeoutError:
+        raise TimeoutError(f"{what} not reached within {timeout}s") from None
 
 
 # --- in-process pieces: clients that only buffer, and editors that make real Yjs updates ------

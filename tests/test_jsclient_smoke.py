@@ -18,6 +18,7 @@ from pycrdt.websocket import ASGIServer, WebsocketServer, YRoom
 
 from bench.servers.pycrdt_bare import BareWebsocketServer
 from tests.jsclient import js_client, requires_node, run_js_client
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.node, requires_node]
 
@@ -67,9 +68,7 @@ async def bare_pycrdt(port: int = 0) -> AsyncIterator[tuple[str, WebsocketServer
     try:
         async with websocket_server, anyio.create_task_group() as tg:
             tg.start_soon(server.serve, [sock])
-            with anyio.fail_after(10):
-                while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, no event
-                    await anyio.sleep(0.01)
+            await wait_until(lambda: server.started, 10, "pycrdt-websocket server started")
             try:
                 yield url, websocket_server
             finally:

@@ -7,28 +7,14 @@ the text is still there (and y-websocket reconnects by itself).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from httpx_ws import aconnect_ws
-from pycrdt import Doc, Provider, Text
-from pycrdt.websocket.websocket import HttpxWebsocket
 
 from tests.jsclient import js_client, run_js_client
-from tests.support import JsonClient, WorkerProcess, wait_until
+from tests.support import JsonClient, WorkerProcess, pycrdt_client, wait_until
 
 pytestmark = pytest.mark.node
-
-
-@asynccontextmanager
-async def pycrdt_client(http_url: str, room: str) -> AsyncIterator[Text]:
-    """pycrdt-websocket's own client: pycrdt's Provider over its HttpxWebsocket channel."""
-    doc = Doc()
-    text = doc.get("content", type=Text)
-    async with aconnect_ws(f"{http_url}/yjs/{room}") as ws, Provider(doc, HttpxWebsocket(ws, room)):
-        yield text
 
 
 async def test_js_pycrdt_and_json_clients_converge_and_survive_a_restart(

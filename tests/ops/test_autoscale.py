@@ -16,8 +16,7 @@ import pytest
 from ops.autoscale import Autoscaler, Policy
 from tests.cli import collab
 from tests.jsclient import js_client, requires_node
-from tests.pool import TOKEN, Pool, pool
-from tests.router.test_handoff import sessions_owned_by
+from tests.pool import TOKEN, Pool, pool, sessions_owned_by
 from tests.s3server import free_port
 from tests.support import JsonClient, wait_until
 

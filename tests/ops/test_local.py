@@ -11,8 +11,7 @@ import websockets
 
 from tests.cli import collab
 from tests.conftest import s3_env
-from tests.pool import TOKEN, pool
-from tests.router.test_handoff import sessions_owned_by
+from tests.pool import TOKEN, pool, sessions_owned_by
 from tests.s3server import free_port, start_s3_server
 from tests.support import JsonClient
 

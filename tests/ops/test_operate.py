@@ -16,11 +16,9 @@ from router.settings import RouterSettings
 from tests.cli import Done, collab
 from tests.conftest import s3_env
 from tests.jsclient import js_client, requires_node
-from tests.ops.test_transfer import make_repo
-from tests.pool import TOKEN, Pool, another_router, pool
-from tests.router.test_handoff import sessions_owned_by
+from tests.pool import TOKEN, Pool, another_router, pool, sessions_owned_by
 from tests.s3server import free_port, start_s3_server
-from tests.support import JsonClient, wait_until
+from tests.support import JsonClient, make_repo, wait_until
 
 NAMES = ["w-0", "w-1", "w-2"]
 
@@ -233,9 +231,9 @@ class TestDrain:
                                 if reply["type"] == "fileOperationSuccess":
                                     acked[session].append(path)
                                 i += 1
-                                await anyio.sleep(0.02)
+                                await anyio.sleep(0.02)  # pacing: a steady stream of edits
                     except (websockets.ConnectionClosed, OSError, TimeoutError, KeyError):
-                        await anyio.sleep(0.05)
+                        await anyio.sleep(0.05)  # back off before reconnecting, as clients do
 
             for s, c in yjs.items():
                 await c.insert(f"[{s}:before]")
@@ -253,7 +251,7 @@ class TestDrain:
                 for n in range(5):
                     for s, c in yjs.items():
                         await c.insert(f"[{s}:during{n}]")
-                    await anyio.sleep(0.05)
+                    await anyio.sleep(0.05)  # pacing: spread the edits over the drain
                 await wait_until(lambda: bool(result), 90, "collab drain --wait")
                 for s, c in yjs.items():
                     await c.insert(f"[{s}:after]")

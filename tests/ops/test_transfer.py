@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -10,29 +9,8 @@ import pytest
 
 from tests.cli import Done
 from tests.cli import collab as run_collab
-from tests.support import JsonClient, run_worker, settings_for
+from tests.support import PNG, JsonClient, make_repo, run_worker, settings_for, sh
 from worker.settings import StorageSettings
-
-PNG = bytes([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) + bytes(range(256)) * 8
-
-
-def sh(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        list(args), cwd=cwd, capture_output=True, text=True, check=True, timeout=60
-    ).stdout
-
-
-def make_repo(root: Path, files: int = 3) -> None:
-    (root / "src").mkdir(parents=True)
-    (root / "README.md").write_text("# demo\n")
-    for i in range(files):
-        (root / "src" / f"m{i}.py").write_text(f"x = {i}\n")
-    (root / "logo.png").write_bytes(PNG)
-    (root / ".collaboration").mkdir()
-    (root / ".collaboration" / "state.json").write_text("{}")
-    sh(root, "git", "init", "-q", "-b", "main")
-    sh(root, "git", "add", "README.md", "src", "logo.png")
-    sh(root, "git", "-c", "user.name=dev", "-c", "user.email=dev@x", "commit", "-qm", "initial")
 
 
 async def collab(storage: Path, *args: str, env: dict[str, str] | None = None) -> Done:

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import time
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -13,22 +14,17 @@ import pytest
 import websockets
 
 from router import ring
-from tests.jsclient import js_client, requires_node, run_js_client
-from tests.pool import pool
-from tests.support import JsonClient, YjsClient, wait_until
+from tests.jsclient import JSClient, js_client, requires_node, run_js_client
+from tests.pool import pool, session_on, sessions_owned_by
+from tests.support import JsonClient, YjsClient, eventually, wait_until
 
 pytestmark = [pytest.mark.node, requires_node]
 
 
-def sessions_owned_by(worker: str, workers: list[str], count: int, prefix: str) -> list[str]:
-    found = []
-    i = 0
-    while len(found) < count:
-        name = f"{prefix}-{i}"
-        if ring.owner(name, workers) == worker:
-            found.append(name)
-        i += 1
-    return found
+async def reconnected(client: JSClient) -> bool:
+    """Whether y-websocket has reconnected at least once (reading its events so far)."""
+    await client.dump()
+    return client.reconnects >= 1
 
 
 class TestDrain:
@@ -65,10 +61,9 @@ class TestDrain:
             # The moved sessions' clients reconnected (y-websocket did it by itself); the
             # others were never touched. (The drain runs in the background: wait for it.)
             for s in moving:
-                with anyio.fail_after(15):
-                    while clients[s].reconnects < 1:
-                        await clients[s].dump()
-                        await anyio.sleep(0.1)
+                await eventually(
+                    partial(reconnected, clients[s]), 15, f"{s}'s client reconnected", 0.1
+                )
             for s in staying:
                 assert clients[s].reconnects == 0, s
             assert p.owner(moving[0]) != "w-1" and "w-1" not in p.router.membership.ring
@@ -112,8 +107,10 @@ class TestSigkill:
                         assert reply["type"] == "fileOperationSuccess"
                         acked.append((time.monotonic(), f"<{i}>"))
                         await js.insert(f"[js{i}]")
-                        await asyncio.sleep(0.03)
-                    await asyncio.sleep(0.3)  # three flush intervals after the last edit
+                        await asyncio.sleep(0.03)  # pacing: edits spread over time before the kill
+                    # Time passes on purpose: edits acknowledged a flush interval before the kill
+                    # must be durable; waiting until they are would prove nothing.
+                    await asyncio.sleep(0.3)
                     killed_at = time.monotonic()
                     p.workers["w-2"].signal(signal.SIGKILL)
                     assert await p.workers["w-2"].wait() == -signal.SIGKILL
@@ -151,7 +148,7 @@ class TestAddWorker:
                 10,
                 "moved sessions closed",
             )
-            await asyncio.sleep(0.5)  # give a wrong extra hand-off the time to show
+            await asyncio.sleep(0.5)  # time passes on purpose: a wrong extra hand-off would show
             closed = {s for s, c in clients.items() if c.ws.close_code is not None}
             assert closed == expected
             assert {clients[s].close_code for s in expected} == {1012}
@@ -203,7 +200,12 @@ class TestPartitionedWorker:
             async with YjsClient.connect(p.url, f"{session}/a.txt") as y:
                 await asyncio.wait_for(y.synced.wait(), 5)
                 await y.insert(0, "typed before the freeze")
-                await asyncio.sleep(0.3)  # flushed by w-1
+
+                async def flushed_by_w1() -> bool:
+                    live = await session_on(p.workers["w-1"], session)
+                    return live is not None and bool(live["users"]) and not live["unflushedBytes"]
+
+                await eventually(flushed_by_w1, 5, "the edit flushed by w-1")
                 p.workers["w-1"].signal(signal.SIGSTOP)
                 try:
                     await wait_until(lambda: y.ws.close_code is not None, 10, "client sent on")

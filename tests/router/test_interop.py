@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.test_interop import pycrdt_client
 from tests.jsclient import js_client, requires_node, run_js_client
 from tests.pool import pool
-from tests.support import JsonClient, wait_until
+from tests.support import JsonClient, pycrdt_client, wait_until
 
 pytestmark = [pytest.mark.node, requires_node]
 

@@ -22,7 +22,7 @@ from router.server import run_router
 from router.settings import RouterSettings
 from tests.pool import TOKEN, pool
 from tests.s3server import free_port
-from tests.support import JsonClient, WorkerProcess, YjsClient, wait_until
+from tests.support import JsonClient, WorkerProcess, YjsClient, eventually, wait_until
 
 
 async def join_owner(url: str, session: str) -> str:
@@ -75,8 +75,11 @@ class TestPlacement:
                 await y.insert(0, "from yjs ")
                 joined = await j.join("both", "json-user")
                 assert joined["containerId"] == p.owner("both")
-                await asyncio.sleep(0.2)
-                assert await j.get_file("a.txt") == "from yjs "
+
+                async def has_yjs_text() -> bool:
+                    return await j.get_file("a.txt") == "from yjs "
+
+                await eventually(has_yjs_text, 5, "the Yjs edit visible over JSON")
                 await j.file_op(type="update", path="a.txt", content="from yjs and json")
                 await y.wait_text("from yjs and json")
             live = await p.admin("GET", "/admin/sessions/both")

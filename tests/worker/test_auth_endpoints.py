@@ -10,7 +10,14 @@ import pytest
 
 from contract import close_codes as codes
 from tests.jsclient import requires_node, run_js_client
-from tests.support import JsonClient, RunningWorker, YjsClient, run_worker, settings_for
+from tests.support import (
+    JsonClient,
+    RunningWorker,
+    YjsClient,
+    eventually,
+    run_worker,
+    settings_for,
+)
 from tests.tokens import SECRET, bad_tokens, closed_with, mint
 from worker.settings import StorageSettings
 
@@ -158,16 +165,11 @@ class TestAttribution:
             await y.insert(0, "hi")
             assert (await j.recv("yjsUpdate"))["userId"] == "carol"
         store = auth_worker.app.state.worker.store
-        entries: list[dict[str, object]] = []
 
-        async def logged() -> bool:
-            entries[:] = [e for e in await store.read_log("att") if e.get("op") == "edit"]
-            return bool(entries)
+        async def logged_edits() -> list[dict[str, object]]:
+            return [e for e in await store.read_log("att") if e.get("op") == "edit"]
 
-        for _ in range(100):
-            if await logged():
-                break
-            await asyncio.sleep(0.05)
+        entries = await eventually(logged_edits, 5, "the edit in the operations log")
         assert [e["userId"] for e in entries] == ["carol"]
 
 

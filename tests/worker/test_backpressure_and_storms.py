@@ -12,7 +12,14 @@ import httpx
 import pytest
 import websockets
 
-from tests.support import JsonClient, YjsClient, run_worker, settings_for, wait_until
+from tests.support import (
+    JsonClient,
+    YjsClient,
+    eventually,
+    run_worker,
+    settings_for,
+    wait_until,
+)
 from worker.settings import StorageSettings
 from worker.storage import LocalStore, SessionStore
 
@@ -101,16 +108,12 @@ class TestJoinStorms:
                 r = await http.post(f"{a.http}/admin/drain", headers=auth, timeout=30)
                 assert r.status_code == 202  # drains in the background; progress in status
 
-                async def drained() -> dict[str, Any]:
+                async def drained() -> dict[str, Any] | None:
                     status = await http.get(f"{a.http}/admin/status", headers=auth)
                     drain: dict[str, Any] = status.json()["drain"]
-                    return drain
+                    return None if drain["inProgress"] else drain
 
-                for _ in range(300):
-                    drain = await drained()
-                    if not drain["inProgress"]:
-                        break
-                    await asyncio.sleep(0.1)
+                drain = await eventually(drained, 30, "the drain finished", interval=0.1)
                 assert drain["sessionsLeft"] == [] and drain["last"]["notDurable"] == []
                 assert drain["last"]["handedOff"] == 20
             for y, cm in handles:
@@ -142,8 +145,11 @@ async def _storm(
     expect: Callable[[str], list[str]] | None = None,
 ) -> int:
     start = asyncio.Event()
+    waiting = 0
 
     async def one(sid: str, n: int) -> bool:
+        nonlocal waiting
+        waiting += 1
         await start.wait()
         if n % 2:
             async with JsonClient.connect(url) as j:
@@ -157,7 +163,7 @@ async def _storm(
         return all(w in text for w in wanted)
 
     tasks = [asyncio.create_task(one(sid, n)) for sid in sessions for n in range(per_session)]
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: waiting == len(tasks), 5, "every client at the start line")
     start.set()
     results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
     failures = [r for r in results if r is not True]

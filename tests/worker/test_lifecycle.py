@@ -75,7 +75,7 @@ class TestInProcess:
         settings = settings_for(StorageSettings(storage_dir=tmp_path / "s"), session_idle_ms=100)
         async with run_worker(settings) as worker, JsonClient.connect(worker.url) as c:
             await c.join("s-stay", "alice")
-            await asyncio.sleep(0.6)
+            await asyncio.sleep(0.6)  # six idle timeouts pass: proves it is never unloaded
             assert "s-stay" in worker.manager.sessions
 
 
@@ -214,7 +214,9 @@ class TestSigkill:
                 for word in ("old ", "older ", "oldest "):
                     await y.insert(len(str(y.text)), word)
                 await j.file_op(type="create", path="b.txt", content="json edit")
-                await asyncio.sleep(1.0)  # five flush intervals: all of it must be durable
+                # Time passes on purpose: the claim is that five flush intervals are enough for
+                # all of it to be durable, so waiting until it is durable would prove nothing.
+                await asyncio.sleep(1.0)
                 proc.signal(signal.SIGKILL)
                 assert await proc.wait() == -signal.SIGKILL
         finally:

@@ -5,12 +5,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.s3server import S3Server, start_s3_server
-from tests.support import JsonClient, YjsClient, run_worker, settings_for, wait_until
+from tests.support import (
+    JsonClient,
+    YjsClient,
+    eventually,
+    run_worker,
+    settings_for,
+    wait_until,
+)
 from worker.settings import StorageSettings
 
 pytestmark = pytest.mark.s3
@@ -86,10 +94,13 @@ class TestStorageDownWhileServing:
                     timeout=10,
                     what="a failed flush",
                 )
-                await asyncio.sleep(1.2)
-                ready = (await http.get(f"{worker.http}/readyz")).json()
+
+                async def lagging_a_second() -> dict[str, Any] | None:
+                    ready: dict[str, Any] = (await http.get(f"{worker.http}/readyz")).json()
+                    return ready if ready["unflushedAgeSeconds"] >= 1.0 else None
+
+                ready = await eventually(lagging_a_second, 10, "a lag of one second")
                 assert ready["storage"] == "unavailable" and ready["unflushedBytes"] > 0
-                assert ready["unflushedAgeSeconds"] >= 1.0
                 metrics = (await http.get(f"{worker.http}/metrics")).text
                 age = [
                     line

@@ -121,6 +121,45 @@ def up(
     raise typer.Exit(Up(workers, port, host, data_dir).run())
 
 
+@app.command()
+def operator(
+    namespace: Annotated[
+        str | None,
+        typer.Option(help="Namespace of the CollabPools (env POD_NAMESPACE; in a Pod: its own)."),
+    ] = None,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between reconciliation rounds of a pool.")
+    ] = 5.0,
+    router: Annotated[
+        str | None,
+        typer.Option(help="Router URL for pools without spec.routerUrl (env COLLAB_ROUTER)."),
+    ] = None,
+) -> None:
+    """The Kubernetes operator: reconciles the CollabPools of one namespace (worker Pods,
+    scaling on live sessions, drained scale-down and rollouts). Needs COLLAB_ADMIN_TOKEN."""
+    import kopf  # the CLI's other commands do not pay for kopf's import
+
+    from .client import OpsError, Router
+    from .operator import OperatorConfig, run
+
+    try:
+        reached = Router.from_options(router)
+    except OpsError as exc:
+        typer.echo(f"collab operator: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    in_pod = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    namespace = (
+        namespace
+        or os.environ.get("POD_NAMESPACE")
+        or (in_pod.read_text().strip() if in_pod.exists() else "default")
+    )
+    json_logs = os.environ.get("LOG_FORMAT", "text") == "json"
+    kopf.configure(log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
+    given = router or os.environ.get("COLLAB_ROUTER")
+    config = OperatorConfig(namespace, interval, reached.token, reached.url if given else None)
+    anyio.run(run, config)
+
+
 @app.command("import")
 def import_(
     session: Annotated[str, typer.Argument(help="New session id.")],

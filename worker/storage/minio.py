@@ -97,6 +97,9 @@ class MinioStore:
                     return None
                 raise
             try:
+                # All of the body or an error: aiohttp raises ClientPayloadError (mapped to
+                # StorageUnavailable) when it ends before its Content-Length, so a connection
+                # cut mid-body never returns a truncated object.
                 data: bytes = await response.read()
                 etag = response.headers.get("ETag", "").strip('"')
             finally:

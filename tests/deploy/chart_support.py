@@ -23,6 +23,7 @@ RELEASE = "collab"
 NAMESPACE = "collab-test"
 KUBE_VERSION = "1.31.0"
 CLUSTER_DOMAIN = "cluster.local"
+POD_IP = "10.42.0.7"  # what status.podIP resolves to in resolved_env
 
 # Custom resources: no offline schema; their key fields are asserted by the tests instead.
 CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule", "ScaledObject"})
@@ -233,3 +234,22 @@ def walk_values(values: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[s
         yield path, value
         if isinstance(value, Mapping):
             yield from walk_values(value, path)
+
+
+def resolved_env(rendered: Rendered, container: Obj, pod: str) -> dict[str, str]:
+    """The environment the container would get: fieldRefs from the pod, secretKeyRefs from the
+    rendered Secret (an existing secret stands in with a placeholder value)."""
+    env: dict[str, str] = {}
+    for name, entry in env_of(container).items():
+        source = entry.get("valueFrom") or {}
+        if "value" in entry:
+            env[name] = str(entry["value"])
+        elif "fieldRef" in source:
+            path = source["fieldRef"]["fieldPath"]
+            assert path in ("metadata.name", "metadata.namespace", "status.podIP"), entry
+            env[name] = {"metadata.name": pod, "metadata.namespace": NAMESPACE}.get(path, POD_IP)
+        else:
+            ref = source["secretKeyRef"]
+            found = rendered.find("Secret", ref["name"])
+            env[name] = rendered.secret_data(ref["name"])[ref["key"]] if found else "x" * 32
+    return env

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import Any
 
 import helm_python
 import kubernetes_validate
@@ -28,27 +29,74 @@ from tests.deploy.chart_support import (
     Obj,
     Rendered,
     app_version,
-    chart,
     chart_values,
     component_of,
     env_of,
     env_value,
-    lint,
     named_port,
     pod_labels,
     pod_spec,
-    render,
-    render_error,
-    render_fresh,
+    resolved_env,
     secret_refs,
     selected_workloads,
     selects,
     walk_values,
 )
+from tests.deploy.chart_support import chart as chart_of_the_repo
+from tests.deploy.chart_support import lint as lint_chart
+from tests.deploy.chart_support import render as render_chart
+from tests.deploy.chart_support import render_error as render_error_of
+from tests.deploy.chart_support import render_fresh as render_fresh_chart
 from tests.deploy.config_names import router_env_names, worker_env_names
 from worker.settings import Settings
 
 pytestmark = pytest.mark.deploy
+
+# These tests cover worker.mode=statefulset (the StatefulSet, its HPA / KEDA); operator mode
+# (the default: CRD, operator, RBAC, CollabPool and the Pods the operator makes from it) is
+# tested in test_chart_operator.py. Both modes share everything else, tested here.
+STATEFULSET: Obj = {"worker": {"mode": "statefulset"}}
+
+
+def in_mode(values: Obj | None) -> Obj:
+    values = dict(values or {})
+    values["worker"] = {**STATEFULSET["worker"], **values.get("worker", {})}
+    return values
+
+
+def render(values: Obj | None = None, **kwargs: Any) -> Rendered:
+    return render_chart(in_mode(values), **kwargs)
+
+
+def render_error(values: Obj) -> str:
+    return render_error_of(in_mode(values))
+
+
+def render_fresh(values: Obj | None = None) -> Rendered:
+    return render_fresh_chart(in_mode(values))
+
+
+def lint(values: Obj | None = None, *, strict: bool = False) -> list[Obj]:
+    return lint_chart(in_mode(values), strict=strict)
+
+
+class _Chart:
+    """The chart, its values merged and validated in statefulset mode."""
+
+    def merge_values(self, values: Obj) -> Obj:
+        merged: Obj = chart_of_the_repo().merge_values(in_mode(values))
+        return merged
+
+    def validate_schema(self, values: Obj) -> None:
+        chart_of_the_repo().validate_schema(in_mode(values))
+
+    def render(self, values: Obj, **kwargs: Any) -> Any:
+        return chart_of_the_repo().render(in_mode(values), **kwargs)
+
+
+def chart() -> _Chart:
+    return _Chart()
+
 
 WORKER = f"{RELEASE}-worker"
 ROUTER = f"{RELEASE}-router"
@@ -325,24 +373,6 @@ def test_env_names_are_read_by_the_code(case: tuple[Obj, Rendered]) -> None:
     assert router <= router_env_names(), router - router_env_names()
 
 
-def resolved_env(rendered: Rendered, container: Obj, pod: str) -> dict[str, str]:
-    """The environment the container would get: fieldRefs from the pod, secretKeyRefs from the
-    rendered Secret (an existing secret stands in with a placeholder value)."""
-    env: dict[str, str] = {}
-    for name, entry in env_of(container).items():
-        source = entry.get("valueFrom") or {}
-        if "value" in entry:
-            env[name] = str(entry["value"])
-        elif "fieldRef" in source:
-            assert source["fieldRef"]["fieldPath"] == "metadata.name", entry
-            env[name] = pod
-        else:
-            ref = source["secretKeyRef"]
-            found = rendered.find("Secret", ref["name"])
-            env[name] = rendered.secret_data(ref["name"])[ref["key"]] if found else "x" * 32
-    return env
-
-
 def test_the_code_accepts_the_rendered_environment(case: tuple[Obj, Rendered]) -> None:
     """Each container's env, resolved as the kubelet would, parsed by the real settings code:
     a value the worker or router would refuse at start fails here."""
@@ -611,14 +641,16 @@ def test_disruption_budgets() -> None:
     assert single.find("PodDisruptionBudget", single.workload("worker")["metadata"]["name"])
 
 
-def test_only_routers_reach_workers() -> None:
+def test_only_routers_and_other_workers_reach_workers() -> None:
+    """Workers probe each other directly (session ownership: is the owner alive?)."""
     rendered = render()
     policy = rendered.get("NetworkPolicy", WORKER)
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     [rule] = policy["spec"]["ingress"]
-    [peer] = rule["from"]
-    assert set(peer) == {"podSelector"}
-    assert selected_workloads(rendered, peer["podSelector"]["matchLabels"]) == [ROUTER]
+    for peer in rule["from"]:
+        assert set(peer) == {"podSelector"}
+    peers = [selected_workloads(rendered, p["podSelector"]["matchLabels"]) for p in rule["from"]]
+    assert sorted(peers) == [[ROUTER], [WORKER]]
     assert rule["ports"] == [{"port": 8081, "protocol": "TCP"}]
 
     minio = rendered.get("NetworkPolicy", MINIO)

@@ -69,7 +69,7 @@ def rendered_autoscaler_refs() -> dict[str, str]:
     found: dict[str, str] = {}
     keda = {"enabled": True, "serverAddress": "http://prometheus.monitoring:9090"}
     for values in ({"autoscaling": {"enabled": True}}, {"autoscaling": {"keda": keda}}):
-        for obj in render_chart(values):
+        for obj in render_chart({**values, "worker": {"mode": "statefulset"}}):
             kind = obj.get("kind")
             if kind == "HorizontalPodAutoscaler":
                 for metric in obj["spec"]["metrics"]:

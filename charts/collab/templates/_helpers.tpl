@@ -35,6 +35,10 @@
 {{- printf "%s-minio" (include "collab.prefix" .) }}
 {{- end }}
 
+{{- define "collab.operatorName" -}}
+{{- printf "%s-operator" (include "collab.prefix" .) }}
+{{- end }}
+
 {{- define "collab.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -144,6 +148,12 @@ app.kubernetes.io/part-of: {{ include "collab.name" .ctx }}
 {{- if and (not .Values.minio.enabled) (not .Values.storage.existingSecret) (or (not .Values.storage.accessKey) (not .Values.storage.secretKey)) }}
 {{- fail "storage: an external endpoint needs storage.existingSecret (keys access-key, secret-key) or both storage.accessKey and storage.secretKey" }}
 {{- end }}
+{{- if and (eq .Values.worker.mode "operator") (or .Values.autoscaling.enabled .Values.autoscaling.keda.enabled) }}
+{{- fail "autoscaling.* (HPA / KEDA) scales the worker StatefulSet of worker.mode=statefulset; with worker.mode=operator the operator scales the pool itself: set pool.minWorkers, pool.maxWorkers, pool.sessionsPerWorker and pool.buffer instead" }}
+{{- end }}
+{{- if gt (int .Values.pool.minWorkers) (int .Values.pool.maxWorkers) }}
+{{- fail (printf "pool.minWorkers (%d) is above pool.maxWorkers (%d)" (int .Values.pool.minWorkers) (int .Values.pool.maxWorkers)) }}
+{{- end }}
 {{- if and .Values.autoscaling.enabled .Values.autoscaling.keda.enabled }}
 {{- fail "autoscaling: autoscaling.enabled (HorizontalPodAutoscaler via prometheus-adapter) and autoscaling.keda.enabled (KEDA ScaledObject) both scale the workers; enable only one" }}
 {{- end }}
@@ -156,6 +166,27 @@ app.kubernetes.io/part-of: {{ include "collab.name" .ctx }}
 {{- if and .Values.metrics.prometheusRule.enabled (not (.Files.Get "files/prometheus/alerts.yml")) }}
 {{- fail "metrics.prometheusRule.enabled needs files/prometheus/alerts.yml in the chart" }}
 {{- end }}
+{{- end }}
+
+{{/* The worker tunables, the same in both modes (the StatefulSet's container, the CollabPool's
+     spec.env); identity, storage and secrets are added by each. */}}
+{{- define "collab.workerTuningEnv" -}}
+- name: LOG_FORMAT
+  value: {{ .Values.config.logFormat | quote }}
+- name: WORKSPACE_DIR
+  value: /workspace
+- name: MAX_MESSAGE_BYTES
+  value: {{ .Values.config.maxMessageBytes | int64 | quote }}
+- name: DRAIN_TIMEOUT_MS
+  value: {{ .Values.worker.drain.timeoutMs | int64 | quote }}
+- name: FLUSH_INTERVAL_MS
+  value: {{ .Values.worker.flushIntervalMs | int64 | quote }}
+- name: SESSION_IDLE_MS
+  value: {{ .Values.worker.sessionIdleMs | int64 | quote }}
+- name: COOLDOWN_MS
+  value: {{ .Values.worker.cooldownMs | int64 | quote }}
+- name: LOG_INTERVAL_MS
+  value: {{ .Values.worker.logIntervalMs | int64 | quote }}
 {{- end }}
 
 {{/* Pod-level fields every workload shares. */}}
@@ -178,4 +209,10 @@ prometheus.io/scrape: "true"
 prometheus.io/port: {{ .port | int64 | quote }}
 prometheus.io/path: /metrics
 {{- end }}
+{{- end }}
+
+{{/* The schema of a {name, key} Secret reference in the CRD, indented by the given amount. */}}
+{{- define "collab.secretRefSchema" -}}
+{{- $schema := dict "type" "object" "required" (list "name" "key") "properties" (dict "name" (dict "type" "string" "minLength" 1) "key" (dict "type" "string" "minLength" 1)) }}
+{{- toYaml $schema | nindent (int .) }}
 {{- end }}

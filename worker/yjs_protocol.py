@@ -38,7 +38,14 @@ class Frame:
     payload: bytes
 
 
+# lib0's unsigned LEB128, also the integers of the storage segment format (storage/codec.py).
+# Most lengths, ids and clocks fit one byte: those are served from a table, with no allocation.
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+
+
 def write_varuint(num: int) -> bytes:
+    if 0 <= num < 0x80:
+        return _ONE_BYTE[num]
     out = bytearray()
     while num > 0x7F:
         out.append(0x80 | (num & 0x7F))
@@ -61,14 +68,14 @@ def read_varuint(buf: bytes, pos: int) -> tuple[int, int]:
             return value, pos
         shift += 7
         if shift > 63:
-            raise FrameError("varuint too long")
+            raise FrameError("varuint longer than 10 bytes")
 
 
 def read_varbytes(buf: bytes, pos: int) -> tuple[bytes, int]:
     length, pos = read_varuint(buf, pos)
     end = pos + length
     if end > len(buf):
-        raise FrameError("length runs past the end of the message")
+        raise FrameError(f"length {length} runs past the end of the message")
     return buf[pos:end], end
 
 

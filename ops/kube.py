@@ -49,7 +49,11 @@ def _client(info: kopf.ConnectionInfo) -> httpx.AsyncClient:
                 verify.check_hostname = False
                 verify.verify_mode = ssl.CERT_NONE
         verify.load_cert_chain(cert, _pem(info.private_key_path, info.private_key_data))
-    headers = {"accept": "application/json", **info.as_http_headers()}
+    headers = {
+        "accept": "application/json",
+        "user-agent": "collab-operator",
+        **info.as_http_headers(),
+    }
     return httpx.AsyncClient(
         base_url=info.server.rstrip("/"),
         headers=headers,

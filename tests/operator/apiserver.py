@@ -76,7 +76,9 @@ class ApiServer(kmock.KubernetesEmulator):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.versions = itertools.count(1)
-        self.calls: list[tuple[str, str]] = []  # (verb, "group/resource[/sub]")
+        # (verb, "group/resource[/sub]", who): who is "operator" for kopf's and the operator's
+        # own calls (by User-Agent), "test" for the kubelet's and the test's.
+        self.calls: list[tuple[str, str, str]] = []
         for key, info in RESOURCES.items():
             info.verbs.update(VERBS)
             self.resources[key] = info
@@ -93,7 +95,9 @@ class ApiServer(kmock.KubernetesEmulator):
         verb = {"update": "patch", "fetch": "get"}.get(action, action)
         if request.method == kmock.method.PUT:
             verb = "update"
-        self.calls.append((verb, f"{resource.group}/{plural}"))
+        agent = request.headers.get("User-Agent", "")
+        who = "operator" if agent.startswith(("kopf/", "collab-operator")) else "test"
+        self.calls.append((verb, f"{resource.group}/{plural}", who))
         if request.action == kmock.action.CREATE:
             data = copy.deepcopy(request.data)
             meta = data.setdefault("metadata", {})

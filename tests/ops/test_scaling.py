@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from ops.autoscale import members_of
-from ops.scaling import Autoscaler, Buffer, Member, Policy, plan, victims
+from ops.scaling import NO_BUFFER, Autoscaler, Buffer, Member, Policy, plan, victims
 
 
-def policy(buffer: Buffer = Buffer(), delay: float = 60) -> Policy:
+def policy(buffer: Buffer = NO_BUFFER, delay: float = 60) -> Policy:
     return Policy(target=10, minimum=2, maximum=8, scale_down_delay_s=delay, buffer=buffer)
 
 

@@ -27,7 +27,7 @@ from ops.operator import RBAC_RULES
 from ops.scaling import victims
 from tests.jsclient import js_client, requires_node
 from tests.operator.harness import TOKEN, Cluster, cluster
-from tests.s3server import S3Server
+from tests.s3server import S3Server, free_port
 from tests.support import JsonClient
 
 Obj = dict[str, Any]
@@ -159,11 +159,17 @@ async def test_the_operator_scales_drains_rolls_and_resumes_with_live_clients(
             old = set(await c.pods())
             await c.patch_spec(image="collab:2")
             most_drains = 0
+            restarted = False
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 status = await c.status()
                 most_drains = max(most_drains, len(status.get("drains") or []))
                 pods = await c.pods()
+                if not restarted and len(old & set(pods)) == 1:
+                    # Half-way through the rollout: the operator is killed and started again.
+                    c.kill_operator()
+                    c.start_operator()
+                    restarted = True
                 hashes = {p["metadata"]["labels"][HASH_LABEL] for p in pods.values()}
                 if (
                     not old & set(pods)
@@ -175,7 +181,7 @@ async def test_the_operator_scales_drains_rolls_and_resumes_with_live_clients(
                 await anyio.sleep(0.2)
             else:
                 raise TimeoutError(f"rollout did not finish: {status}")
-            assert most_drains == 1
+            assert most_drains == 1 and restarted
             assert c.kubelet.max_running <= 3  # desired 2, plus the one new worker at a time
             assert status["observedGeneration"] == (await c.pool())["metadata"]["generation"]
 
@@ -223,3 +229,27 @@ async def test_the_operator_scales_drains_rolls_and_resumes_with_live_clients(
         assert operator_calls == granted  # and nothing granted goes unused
         assert first.isdisjoint(await c.pods())
     assert time.monotonic() - started < 360
+
+
+@pytest.mark.slow
+async def test_a_round_that_cannot_read_the_router_is_skipped_and_reported(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    """No router answers at spec.routerUrl: no scaling decision, a RoundSkipped Event and a
+    Degraded condition; the Pods the last desired count needs are still made."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    async with cluster(
+        tmp_path, s3_server, f"op-{uuid.uuid4().hex[:12]}", minWorkers=2, routerUrl=closed
+    ) as c:
+        status = await c.wait_status(lambda s: bool(s.get("lastRoundError")), 30, "an error")
+        assert f"cannot reach the router at {closed}" in status["lastRoundError"]
+        degraded = {x["type"]: x for x in status["conditions"]}["Degraded"]
+        assert (degraded["status"], degraded["reason"]) == ("True", "RouterUnreachable")
+        assert status.get("lastDecision") is None and status["desiredWorkers"] == 2
+        assert any(r.startswith("RoundSkipped: cannot read") for r in await c.reasons())
+        deadline = time.monotonic() + 30
+        while len(await c.pods()) < 2:
+            assert time.monotonic() < deadline, "no Pods were made"
+            await anyio.sleep(0.2)
+        await anyio.sleep(1.5)  # a few more rounds: still exactly the minimum, nothing drained
+        assert len(await c.pods()) == 2 and not (await c.status())["drains"]

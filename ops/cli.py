@@ -134,6 +134,10 @@ def operator(
         str | None,
         typer.Option(help="Router URL for pools without spec.routerUrl (env COLLAB_ROUTER)."),
     ] = None,
+    liveness: Annotated[
+        str | None,
+        typer.Option(help="Serve a liveness endpoint here, e.g. http://0.0.0.0:8080/healthz."),
+    ] = None,
 ) -> None:
     """The Kubernetes operator: reconciles the CollabPools of one namespace (worker Pods,
     scaling on live sessions, drained scale-down and rollouts). Needs COLLAB_ADMIN_TOKEN."""
@@ -156,7 +160,9 @@ def operator(
     json_logs = os.environ.get("LOG_FORMAT", "text") == "json"
     kopf.configure(log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
     given = router or os.environ.get("COLLAB_ROUTER")
-    config = OperatorConfig(namespace, interval, reached.token, reached.url if given else None)
+    config = OperatorConfig(
+        namespace, interval, reached.token, reached.url if given else None, liveness
+    )
     anyio.run(run, config)
 
 

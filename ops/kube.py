@@ -9,10 +9,7 @@ list (``ops.operator.RBAC_RULES``, checked by the chart tests and the end-to-end
 
 from __future__ import annotations
 
-import ssl
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -34,21 +31,8 @@ Login = Callable[[], kopf.ConnectionInfo]
 
 
 def _client(info: kopf.ConnectionInfo) -> httpx.AsyncClient:
-    verify: ssl.SSLContext | bool = True
-    if info.insecure:
-        verify = False
-    elif info.ca_path or info.ca_data:
-        cadata = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
-        cafile = str(info.ca_path) if info.ca_path else None
-        verify = ssl.create_default_context(cafile=cafile, cadata=cadata)
-    cert = _pem(info.certificate_path, info.certificate_data)
-    if cert is not None:
-        if not isinstance(verify, ssl.SSLContext):
-            verify = ssl.create_default_context()
-            if info.insecure:
-                verify.check_hostname = False
-                verify.verify_mode = ssl.CERT_NONE
-        verify.load_cert_chain(cert, _pem(info.private_key_path, info.private_key_data))
+    # kopf's own TLS setup: CA, client certificate (inline data too), insecure.
+    verify = info.as_ssl_context() if info.server.startswith("https") else True
     headers = {
         "accept": "application/json",
         "user-agent": "collab-operator",
@@ -61,18 +45,6 @@ def _client(info: kopf.ConnectionInfo) -> httpx.AsyncClient:
         timeout=30.0,
         trust_env=False,
     )
-
-
-def _pem(path: object, data: str | bytes | None) -> str | None:
-    """A path for ssl: the given one, or the inline data written to a private temporary file."""
-    if path:
-        return str(path)
-    if not data:
-        return None
-    with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as out:
-        out.write(data if isinstance(data, bytes) else data.encode())
-    Path(out.name).chmod(0o600)
-    return out.name
 
 
 class KubeAPI:

@@ -41,6 +41,7 @@ class OperatorConfig:
     interval: float
     admin_token: str
     router_url: str | None = None  # when a CollabPool has no spec.routerUrl
+    liveness: str | None = None  # kopf's health endpoint, e.g. http://0.0.0.0:8080/healthz
 
 
 def login() -> kopf.ConnectionInfo:
@@ -112,5 +113,6 @@ async def run(config: OperatorConfig, stop: asyncio.Event | None = None) -> None
         settings=settings(),
         standalone=True,
         namespaces=[config.namespace],
+        liveness_endpoint=config.liveness,
         stop_flag=stop,
     )

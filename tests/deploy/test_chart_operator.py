@@ -212,7 +212,15 @@ def test_the_operator_deployment(case: tuple[Obj, Rendered]) -> None:
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     interval = values.get("operator", {}).get("intervalSeconds", 5)
-    assert container["args"] == ["operator", "--interval", str(interval)]
+    assert container["args"] == [
+        "operator",
+        "--interval",
+        str(interval),
+        "--liveness",
+        "http://0.0.0.0:8080/healthz",
+    ]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
     env = env_of(container)
     pool = pool_of(rendered)
     token = env["COLLAB_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]

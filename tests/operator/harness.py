@@ -86,6 +86,7 @@ class Cluster:
     router: Router
     http: httpx.AsyncClient
     operators: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    liveness: str = ""  # the running operator's health endpoint
 
     @property
     def router_http(self) -> str:
@@ -108,6 +109,7 @@ class Cluster:
             "LOG_FORMAT": "json",
         }
         env.pop("COLLAB_ROUTER", None)
+        self.liveness = f"http://127.0.0.1:{free_port()}/healthz"
         with open(self.tmp / f"operator-{n}.log", "ab") as log:
             proc = subprocess.Popen(
                 [
@@ -119,6 +121,8 @@ class Cluster:
                     NAMESPACE,
                     "--interval",
                     "0.5",
+                    "--liveness",
+                    self.liveness,
                 ],
                 env=env,
                 stdout=log,
@@ -162,6 +166,15 @@ class Cluster:
 
     async def reasons(self) -> list[str]:
         return [f"{e.get('reason')}: {e.get('message')}" for e in await self.events()]
+
+    async def wait_event(self, prefix: str, timeout: float = 15) -> None:
+        """Until an Event "REASON: message" starting with ``prefix`` was posted (kopf posts
+        them from a queue, a moment after the round that made them)."""
+        deadline = time.monotonic() + timeout
+        while not any(r.startswith(prefix) for r in await self.reasons()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no Event {prefix!r}; Events: {await self.reasons()}")
+            await anyio.sleep(0.2)
 
     async def wait_status(self, check: Callable[[Obj], bool], timeout: float, what: str) -> Obj:
         deadline = time.monotonic() + timeout

@@ -279,6 +279,8 @@ async def progress_drains(
         namespace = seen.alive[worker]["metadata"]["namespace"]
         if row is None or row.get("state") == "down":
             # Not serving (never started, or crashed): it holds no session a router can reach.
+            # Should it be alive after all (a missed health check), deleting its Pod still
+            # drains it: the preStop hook hands its sessions off before SIGTERM.
             await kube.delete(pods_path(namespace, worker))
             report.event("WorkerDeleted", f"{worker} was not serving; deleted its Pod")
             continue

@@ -165,7 +165,7 @@ async def export_dir(
     if ref is not None:
         packs = [await store.get_pack(key) for key in await store.list_packs(session_id)]
         progress("git history", 0, 1)
-        await anyio.to_thread.run_sync(committer.checkout, dest, packs, ref[0], files)
+        await anyio.to_thread.run_sync(committer.checkout, dest, packs, ref.sha, files)
         progress("git history", 1, 1)
         git_objects = len(packs)
     else:

@@ -112,6 +112,8 @@ async def start_worker(tmp: Path, env: dict[str, str], name: str) -> WorkerProce
             "LOG_INTERVAL_MS": "200",
             "DRAIN_TIMEOUT_MS": "5000",
             "SESSION_IDLE_MS": "60000",
+            # A short lease, as short health intervals: a frozen owner is taken over in ~2 s.
+            "LEASE_TTL_MS": "2000",
             "COLLAB_HOST": "127.0.0.1",
             **env,
         },

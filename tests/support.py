@@ -7,6 +7,7 @@ interoperability with third-party clients is tested separately with their own co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -312,7 +313,10 @@ class YjsClient:
         ) as ws:
             client = cls(ws)
             reader = asyncio.create_task(client._read())
-            await client.ws.send(yjs.sync_step1(client.doc.get_state()))
+            with contextlib.suppress(websockets.ConnectionClosed):
+                # A refused connection may be closed before our opening message goes out; the
+                # reader records the close code either way.
+                await client.ws.send(yjs.sync_step1(client.doc.get_state()))
             try:
                 yield client
             finally:

@@ -18,6 +18,7 @@ from contract import close_codes as codes
 
 from .endpoints.admin_api import admin_routes
 from .endpoints.json_socket import json_endpoint
+from .endpoints.peer_api import peer_routes
 from .endpoints.worker_state import WorkerState
 from .endpoints.yjs_socket import yjs_endpoint
 from .manager import SessionManager
@@ -76,6 +77,10 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
             port=settings.port,
             storage=settings.storage.describe(),
             flush_interval_ms=settings.flush_interval_ms,
+            advertise=settings.advertise_address,
+            lease_ttl_ms=settings.lease_ttl_ms,
+            incarnation=manager.lease.incarnation,
+            ack_mode=settings.ack_mode,
         )
         if (warning := state.auth.startup_warning()) is not None:
             event, fields = warning
@@ -83,6 +88,9 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(manager.run)
+                # Take sessions from the first request on when storage answers at once; a worker
+                # whose storage is down starts anyway and reports "starting" until it does.
+                await manager.lease.wait_valid(settings.lease_ttl_ms / 5000)
                 tg.start_soon(metrics.watch_event_loop)
                 state.ready = True
                 try:
@@ -92,6 +100,7 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
                         state.ready = False
                         if manager.sessions:
                             await manager.handoff.drain(settings.drain_timeout_ms / 1000)
+                        await manager.aclose()
                         tg.cancel_scope.cancel()
         finally:
             if store is None:
@@ -109,13 +118,22 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
     async def readyz(request: Request) -> Response:
         state = worker(request)
         manager = state.manager
+        # "fenced": its storage lease ran out, so it serves nothing until storage takes a
+        # renewal again; "starting" covers the time before its first lease.
         if manager.draining:
             status = "draining"
-        elif not state.ready:
+        elif manager.lease.lapsed:
+            status = "fenced"
+        elif not state.ready or not manager.lease.established:
             status = "starting"
         else:
             status = "ready"
-        body = {"state": status, "worker": settings.worker_id, **state.load_and_durability()}
+        body = {
+            "state": status,
+            "worker": settings.worker_id,
+            "incarnation": manager.lease.incarnation,
+            **state.load_and_durability(),
+        }
         return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -137,6 +155,7 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
         *admin_routes(settings, metrics, started),
+        *peer_routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.metrics = metrics

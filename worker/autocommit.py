@@ -23,7 +23,7 @@ import structlog
 
 from contract.timefmt import iso_time
 
-from .git_branch import CommitOutcome, commit_session
+from .git_branch import CommitOutcome, StaleOwner, commit_session
 from .git_objects import Person
 from .metrics import WorkerMetrics
 from .session import Session
@@ -94,7 +94,14 @@ class AutoCommitter:
                 for path, digest in blobs.items():
                     files[path] = await self.store.get_blob(session.id, digest)
                 outcome = await commit_session(
-                    self.store, session.id, repo_dir, files, author, coauthors
+                    self.store,
+                    session.id,
+                    repo_dir,
+                    files,
+                    author,
+                    coauthors,
+                    epoch=session.claim.epoch if session.claim is not None else 0,
+                    still_owner=lambda: session.lease_valid() and not session.fenced,
                 )
             except Exception as exc:
                 self._failed(session.id, exc, author.name)
@@ -115,6 +122,12 @@ class AutoCommitter:
         failures.count += 1
         delay = min(self.settings.cooldown_ms / 1000 * 2**failures.count, MAX_BACKOFF_S)
         failures.retry_at = time.monotonic() + delay
+        if isinstance(exc, StaleOwner):
+            # Not a fault: the session has a newer owner, which commits it.
+            self.metrics.commits.labels("refused").inc()
+            log.warning("commit_refused", session=session_id, reason=str(exc))
+            self._remember(session_id, "refused", None, author, error=str(exc))
+            return
         self.metrics.commits.labels("error").inc()
         log.error(
             "commit_failed",

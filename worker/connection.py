@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from starlette.types import Receive, Send
+from starlette.types import Receive, Scope, Send
 
 from contract import close_codes as codes
+from contract.routing import ROUTER_HEADER
 
 from .client import Client, Payload
 
@@ -23,12 +24,55 @@ Handler = Callable[[bytes | str], Awaitable[None]]
 _CLOSE_GRACE_S = 1.0
 
 
-async def accept(receive: Receive, send: Send, subprotocol: str | None = None) -> bool:
-    """Completes the handshake (selecting ``subprotocol``); False if the peer went away first."""
+async def connected(receive: Receive) -> bool:
+    """Reads the handshake request (``websocket.connect``); False if the peer went away first.
+
+    Between this and ``accept`` the endpoint decides whether to take the connection at all:
+    a session owned by another worker is answered with ``deny`` instead.
+    """
     message = await receive()
-    if message["type"] != "websocket.connect":
-        return False
+    return bool(message["type"] == "websocket.connect")
+
+
+async def accept(send: Send, subprotocol: str | None = None) -> None:
+    """Completes the handshake (selecting ``subprotocol``)."""
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
+
+
+def routed(scope: Scope) -> bool:
+    """True when a router opened this connection (it can follow a ``deny`` to the owner)."""
+    key = ROUTER_HEADER.encode()
+    return any(name == key for name, _ in scope.get("headers", ()))
+
+
+def header(scope: Scope, name: str) -> str | None:
+    key = name.encode()
+    for found, value in scope.get("headers", ()):
+        if found == key:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def deny(
+    scope: Scope, send: Send, status: int, headers: list[tuple[bytes, bytes]], body: str
+) -> bool:
+    """Answers the handshake with an HTTP response instead of accepting it; False when the
+    server offers no denial responses (the caller then accepts and closes)."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        return False
+    data = body.encode()
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(data)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": data, "more_body": False})
     return True
 
 
@@ -37,14 +81,6 @@ async def close(send: Send, code: int, reason: str) -> None:
     reason = codes.fit_reason(reason)
     with contextlib.suppress(OSError, RuntimeError):
         await send({"type": "websocket.close", "code": code, "reason": reason})
-
-
-async def refuse(send: Send, code: int, reason: str, message: str | None = None) -> None:
-    """Closes an accepted connection that never reached a session, after one text ``message``."""
-    if message is not None:
-        with contextlib.suppress(OSError, RuntimeError):
-            await send({"type": "websocket.send", "text": message})
-    await close(send, code, reason)
 
 
 async def pump(receive: Receive, send: Send, client: Client, handle: Handler) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import anyio
 import structlog
@@ -24,6 +26,8 @@ from .storage import SessionStore, StorageError
 
 log = structlog.get_logger("worker.flusher")
 
+Job = Callable[[], Coroutine[Any, Any, None]]
+
 _MAX_BACKOFF_S = 30.0
 _PARALLEL_FLUSHES = 32
 
@@ -31,17 +35,20 @@ _PARALLEL_FLUSHES = 32
 class StorageHealth:
     """What the last storage request of this worker said: readiness and status report it."""
 
-    __slots__ = ("error", "ok")
+    __slots__ = ("error", "ok", "recovered_at")
 
     def __init__(self) -> None:
         self.ok = True
         self.error: str | None = None
+        self.recovered_at = 0.0  # monotonic: the last time a request succeeded after a failure
 
     def failed(self, exc: Exception) -> None:
         self.ok = False
         self.error = str(exc)
 
     def recovered(self) -> None:
+        if not self.ok:
+            self.recovered_at = time.monotonic()
         self.ok = True
         self.error = None
 
@@ -49,12 +56,13 @@ class StorageHealth:
 class _FlushState:
     """Per session: one flush at a time, and when the next may be tried after a failure."""
 
-    __slots__ = ("failures", "lock", "log_written", "retry_at")
+    __slots__ = ("failed_at", "failures", "lock", "log_written", "retry_at")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.failures = 0
         self.retry_at = 0.0
+        self.failed_at = 0.0
         self.log_written = time.monotonic()
 
 
@@ -77,15 +85,19 @@ class Flusher:
         store: SessionStore,
         metrics: WorkerMetrics,
         health: StorageHealth,
+        lease_valid: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self.health = health
+        self.lease_valid = lease_valid
         self._state: defaultdict[str, _FlushState] = defaultdict(_FlushState)
+        self._soon: set[str] = set()  # sessions with a prompt flush scheduled
 
     def forget(self, session_id: str) -> None:
         self._state.pop(session_id, None)
+        self._soon.discard(session_id)
 
     async def flush(self, session: Session, *, with_log: bool = False) -> bool:
         """Writes the session's pending updates as one segment; False if storage refused.
@@ -106,13 +118,15 @@ class Flusher:
             started = time.perf_counter()
             updates = session.take_updates() if session.has_updates else []
             entries = session.take_log() if write_log else []
+            stored: bool | None = None  # the updates are in storage; acknowledge them?
             try:
                 if updates:
                     await self.store.append_updates(
                         session.id, merged_by_doc(updates), merged=True
                     )
-                    session.updates_written()
-                    updates = []
+                    # Acknowledged only if it landed while this worker may own the session:
+                    # a takeover (which loads after it) comes later than that (worker.lease).
+                    stored = self.lease_valid()
                     self.health.recovered()
                     session.segments_since_compact += 1
                 if entries:
@@ -121,12 +135,25 @@ class Flusher:
                     entries = []
                     state.log_written = now
             except StorageError as exc:
-                if updates:
+                if updates and stored is None:
                     session.restore_updates()
                 if entries:
                     session.restore_log()
                 self._failed(session, state, exc)
                 return False
+            except BaseException:
+                # Cancelled mid-write (a deadline): whatever may have landed is written again
+                # by the next flush; merging an update twice is harmless.
+                if updates and stored is None:
+                    session.restore_updates()
+                if entries:
+                    session.restore_log()
+                raise
+            finally:
+                # A file operation is acknowledged with its log entry stored too, when the
+                # log could be written in the same group commit.
+                if stored is not None:
+                    session.updates_written(acknowledge=stored)
             self.metrics.flush_seconds.observe(time.perf_counter() - started)
             if state.failures:
                 log.info("flush_recovered", session=session.id, after_attempts=state.failures)
@@ -137,10 +164,33 @@ class Flusher:
             await self.compact(session)
         return True
 
+    def flush_soon(self, session: Session, spawn: Callable[[Job], None]) -> None:
+        """A client waits for an acknowledgement: write now instead of at the interval's end.
+
+        Group commit still holds: every edit made while a write is in flight rides the next
+        one, so one storage request acknowledges many writes under load. After a failure the
+        backoff decides (the periodic flush retries), not the waiting client.
+        """
+        if session.id in self._soon or self._backing_off(self._state[session.id]):
+            return
+        self._soon.add(session.id)
+
+        async def write() -> None:
+            self._soon.discard(session.id)
+            await self.flush(session)
+
+        spawn(write)
+
+    def _backing_off(self, state: _FlushState) -> bool:
+        """Waiting out a failure, unless storage answered some other request since: then the
+        outage is over and what is held (and the acknowledgements waiting on it) goes now."""
+        return state.retry_at > time.monotonic() and state.failed_at >= self.health.recovered_at
+
     def _failed(self, session: Session, state: _FlushState, exc: StorageError) -> None:
         state.failures += 1
         delay = min(self.settings.flush_interval_ms / 1000 * 2**state.failures, _MAX_BACKOFF_S)
-        state.retry_at = time.monotonic() + delay
+        state.failed_at = time.monotonic()
+        state.retry_at = state.failed_at + delay
         self.metrics.flush_errors.inc()
         self.health.failed(exc)
         log.warning(
@@ -172,7 +222,7 @@ class Flusher:
         due = []
         for s in sessions:
             state = self._state[s.id]
-            if state.retry_at > now:
+            if self._backing_off(state):
                 continue
             oldest = s.oldest_pending
             if (s.has_updates and oldest is not None and wall - oldest >= threshold) or (

@@ -8,7 +8,7 @@ so no commit ever drops out of the branch. dulwich work runs in a thread (``work
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,11 @@ class CommitOutcome:
 
 class CommitConflict(RuntimeError):
     """The ref kept moving for MAX_ATTEMPTS rounds; nothing was lost, retry later."""
+
+
+class StaleOwner(CommitConflict):
+    """This worker no longer owns the session (its lease ran out, or a later owner moved the
+    branch): its tree may miss the new owner's edits, so it must not become the branch head."""
 
 
 async def sync_packs(store: SessionStore, session_id: str, repo_dir: Path) -> None:
@@ -66,13 +71,27 @@ async def commit_session(
     files: Mapping[str, bytes],
     author: Person,
     coauthors: Iterable[Person] = (),
+    *,
+    epoch: int = 0,
+    still_owner: Callable[[], bool] = lambda: True,
 ) -> CommitOutcome:
+    """Commits ``files`` on top of the branch (a merge when the branch moved meanwhile).
+
+    ``epoch`` is the committer's ownership epoch (0: not a live owner, e.g. an import). A branch
+    already moved by a later epoch, or a committer that stopped owning the session before it
+    could move the branch (``still_owner``), raises StaleOwner: the commit's objects may be in
+    storage, but the branch stays the rightful owner's.
+    """
     coauthors = tuple(coauthors)
     ours: str | None = None  # a commit of ours already in storage, not yet on the branch
     for attempt in range(1, MAX_ATTEMPTS + 1):
         await sync_packs(store, session_id, repo_dir)
         ref = await store.read_ref(session_id)
-        head, version = (ref[0], ref[1]) if ref is not None else (None, None)
+        head, version = (ref.sha, ref.version) if ref is not None else (None, None)
+        if ref is not None and ref.epoch > epoch:
+            raise StaleOwner(
+                f"branch of {session_id} was moved by a later owner (epoch {ref.epoch} > {epoch})"
+            )
         parents = [p for p in (head, ours) if p is not None]
 
         def make(parents: list[str] = parents) -> committer.CommitResult | None:
@@ -87,7 +106,9 @@ async def commit_session(
             return CommitOutcome(None, attempts=attempt)
         key = await store.append_pack(session_id, result.pack)
         await anyio.to_thread.run_sync(_remember, repo_dir, key)
-        if await store.swap_ref(session_id, result.sha, version):
+        if not still_owner():
+            raise StaleOwner(f"this worker stopped owning {session_id} while committing")
+        if await store.swap_ref(session_id, result.sha, version, epoch=epoch):
             merged = len(parents) > 1
             log.info(
                 "committed",

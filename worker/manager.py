@@ -2,16 +2,19 @@
 
 Loads are single-flight: however many clients join a fresh session at the same moment, one load
 runs and every joiner gets the same session (no room-start lock held for a room's lifetime, no
-unguarded "already started" check). A load that fails refuses the session; it never serves an
-empty one. Group commit lives in ``worker.flusher``, drain and hand-off in ``worker.handoff``;
-``run`` is the one task group they all run in.
+unguarded "already started" check). A load first claims the session (``worker.ownership``: one
+live owner per session, whatever the routers think), then reads it; a load that fails refuses
+the session, it never serves an empty one. Group commit lives in ``worker.flusher``, drain and
+hand-off in ``worker.handoff``, the lease in ``worker.lease``; ``run`` is the one task group
+they all run in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -19,15 +22,20 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from contract import close_codes as codes
 from contract.timefmt import iso_time
 
 from .autocommit import AutoCommitter
 from .flusher import Flusher, StorageHealth
 from .handoff import HandOff
+from .lease import Lease
 from .metrics import WorkerMetrics
+from .ownership import Claim, ClaimFailed, Ownership
+from .peers import PeerAnswer, Peers
 from .session import Session
 from .settings import Settings
 from .storage import CorruptObject, SessionMeta, SessionStore, StorageError
+from .storage.ownership import OwnershipStore
 
 log = structlog.get_logger("worker.manager")
 
@@ -42,6 +50,9 @@ class SessionUnavailable(RuntimeError):
 
 
 _DRAINING = "worker is draining; reconnect to reach the new owner"
+_FENCED = "this worker lost its storage lease; reconnect"
+_SETTLE_ROUND_S = 0.5
+_LOADER_HOLD_S = 1.0
 
 
 class SessionManager:
@@ -52,14 +63,38 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self._loading: dict[str, asyncio.Task[Session]] = {}
         self.health = StorageHealth()
-        self.flusher = Flusher(settings, store, metrics, self.health)
+        records = OwnershipStore(store.store)
+        self.lease = Lease(
+            records,
+            settings.worker_id,
+            settings.advertise_address,
+            settings.lease_ttl_ms,
+            self.health,
+            self._lease_lapsed,
+        )
+        self.peers = Peers(timeout_s=min(1.0, settings.lease_ttl_ms / 5000))
+        self.ownership = Ownership(
+            records,
+            self.lease,
+            self.peers,
+            metrics,
+            worker_id=settings.worker_id,
+            address=settings.advertise_address,
+        )
+        self.flusher = Flusher(settings, store, metrics, self.health, self.lease.valid)
         self.autocommit = AutoCommitter(settings, store, metrics)
         self.handoff = HandOff(self)
         self._background: TaskGroup | None = None  # run()'s task group
+        self._settling = False
 
     @property
     def draining(self) -> bool:
         return self.handoff.draining
+
+    async def aclose(self) -> None:
+        """After the drain: tell storage we hold nothing any more, close the peer client."""
+        await self.lease.stop()
+        await self.peers.aclose()
 
     def spawn(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Runs ``job`` in the manager's task group (``run`` must have started)."""
@@ -70,42 +105,77 @@ class SessionManager:
     # --- joining ---------------------------------------------------------------------------
 
     async def acquire(self, session_id: str) -> Session:
-        """The live session, loading it first if needed; raises SessionUnavailable."""
+        """The live session, claiming and loading it first if needed.
+
+        Raises SessionUnavailable, or ``worker.ownership.NotOwner`` when another live worker
+        owns it. The session comes reserved: it is not unloaded until the caller attaches its
+        client (``Session.attach``) or gives it back (``Session.unreserve``).
+        """
         if self.draining:
             raise SessionUnavailable(_DRAINING, draining=True)
         session = self.sessions.get(session_id)
-        if session is not None and not session.moving:
-            return session
-        task = self._loading.get(session_id)
-        if task is None:
-            task = asyncio.create_task(self._load(session_id), name=f"load:{session_id}")
-            task.add_done_callback(self._loaded)
-            self._loading[session_id] = task
-        return await asyncio.shield(task)
+        if session is not None and session.fenced:
+            raise SessionUnavailable(
+                "this worker is still writing what it held when it lost its storage lease; retry"
+            )
+        while session is None or session.moving:
+            task = self._loading.get(session_id)
+            if task is None:
+                task = asyncio.create_task(self._load(session_id), name=f"load:{session_id}")
+                task.add_done_callback(self._loaded)
+                self._loading[session_id] = task
+            session = await asyncio.shield(task)
+            if self.sessions.get(session_id) is not session:
+                session = None  # it left before we resumed (let go to a peer): claim again
+        session.reserve()
+        return session
+
+    @asynccontextmanager
+    async def using(self, session_id: str) -> AsyncIterator[Session]:
+        """The live session for one request that attaches no client (admin, HTTP API): kept
+        loaded while the request uses it."""
+        session = await self.acquire(session_id)
+        try:
+            yield session
+        finally:
+            session.unreserve()
 
     def _loaded(self, task: asyncio.Task[Session]) -> None:
         for sid, t in list(self._loading.items()):
             if t is task:
                 del self._loading[sid]
-        if not task.cancelled():
-            task.exception()  # retrieved here so a load nobody awaits any more is not "lost"
+        if not task.cancelled() and task.exception() is None:
+            # The load's own reservation (``_load``) covers the moment until its waiters resume
+            # and reserve for themselves; a peer asking meanwhile must not be told it is idle.
+            asyncio.get_running_loop().call_later(_LOADER_HOLD_S, task.result().unreserve)
 
     async def _load(self, session_id: str) -> Session:
         started = time.perf_counter()
         try:
+            claim = await self.ownership.claim(session_id)
+        except ClaimFailed as exc:
+            log.warning("session_claim_failed", session=session_id, error=exc.reason)
+            raise SessionUnavailable(exc.reason) from None
+        try:
             loaded = await self.store.load(session_id)
         except CorruptObject as exc:
+            await self.ownership.release(session_id, claim)
             log.error("session_load_failed", session=session_id, error=str(exc))
             raise SessionUnavailable(
                 f"stored state is corrupt ({exc}); an operator must repair it"
             ) from None
         except StorageError as exc:
+            await self.ownership.release(session_id, claim)
             self.health.failed(exc)
             log.warning("session_load_failed", session=session_id, error=str(exc))
             raise SessionUnavailable(f"storage unavailable ({exc}); retry shortly") from None
         session = Session(session_id, loaded.docs, self.settings.worker_id, self.metrics)
         session.is_git = loaded.meta is not None and loaded.meta.is_git_repo
+        session.claim = claim
+        session.lease_valid = self.lease.valid
+        session.reserve()  # released by _loaded, once the joiners have reserved it themselves
         if self.draining:
+            await self.ownership.release(session_id, claim)
             raise SessionUnavailable(_DRAINING, draining=True)
         self.sessions[session_id] = session
         self.metrics.sessions_active.set(len(self.sessions))
@@ -115,9 +185,17 @@ class SessionManager:
             session=session_id,
             docs=len(loaded.docs),
             objects=len(loaded.keys),
+            epoch=claim.epoch,
             seconds=round(time.perf_counter() - started, 4),
         )
         return session
+
+    async def release(self, session: Session) -> None:
+        """Gives up ownership of a session that is durable and leaving (unload, hand-off)."""
+        claim: Claim | None = session.claim
+        if claim is not None:
+            session.claim = None
+            await self.ownership.release(session.id, claim)
 
     # --- durability and status ---------------------------------------------------------------
 
@@ -131,7 +209,8 @@ class SessionManager:
         idle_s = self.settings.session_idle_ms / 1000
         now = time.monotonic()
         for session in list(self.sessions.values()):
-            if session.idle_since is not None and now - session.idle_since >= idle_s:
+            idle = session.idle_since
+            if idle is not None and not session.reserved and now - idle >= idle_s:
                 await self.unload(session)
 
     async def unload(self, session: Session) -> bool:
@@ -152,15 +231,89 @@ class SessionManager:
                 pass
         if not await self.flusher.flush(session, with_log=True):
             return False
-        if session.client_count or session.dirty:
+        if session.client_count or session.reserved or session.dirty:
             return False
         await self.flusher.compact(session)
-        if session.client_count or session.dirty or self.sessions.get(session.id) is not session:
+        if (
+            session.client_count
+            or session.reserved
+            or session.dirty
+            or self.sessions.get(session.id) is not session
+        ):
             return False
+        session.moving = True  # durable and client-less: from here on it only leaves
+        await self.release(session)
         await self.save_meta(session)
         self.forget(session)
         log.info("session_unloaded", session=session.id)
         return True
+
+    # --- ownership -------------------------------------------------------------------------
+
+    async def peer_answer(self, session_id: str, *, release_idle: bool) -> PeerAnswer:
+        """What another worker that wants ``session_id`` is told (``/peer/sessions/{id}``).
+
+        A session held here with no client is let go at once when asked (flushed first): its
+        clients are gone, so the asker's clients should not wait for SESSION_IDLE_MS.
+        """
+        session = self.sessions.get(session_id)
+        state = "absent"
+        if session_id in self._loading:
+            state = "live"
+        elif session is not None and not session.moving and not session.fenced:
+            state = "live"
+            if release_idle and not session.client_count and session.reserved == 0:
+                state = "released" if await self._release_idle(session) else "live"
+        return PeerAnswer(
+            worker=self.settings.worker_id,
+            incarnation=self.lease.incarnation,
+            lease_valid=self.lease.valid(),
+            session=state,
+            clients=session.client_count if session is not None else 0,
+        )
+
+    async def _release_idle(self, session: Session) -> bool:
+        if not await self.flusher.flush(session, with_log=True):
+            return False
+        if session.client_count or session.reserved or session.dirty or session.moving:
+            return False
+        session.moving = True
+        await self.release(session)
+        await self.save_meta(session)
+        self.forget(session)
+        log.info("session_released_to_peer", session=session.id)
+        return True
+
+    def _lease_lapsed(self) -> None:
+        """The lease ran out: others may take these sessions over soon, so stop serving them.
+
+        Edits are already refused (every edit checks the lease); clients are sent away now to
+        reconnect to whoever owns the session next, and acknowledgements still waiting fail.
+        What is held is written as soon as storage takes it (segments merge on any load), then
+        the sessions are forgotten: one that is still ours is claimed again from storage.
+        """
+        for session in self.sessions.values():
+            if session.fenced:
+                continue
+            session.fenced = True
+            session.fail_waiters("not stored: this worker lost contact with storage")
+            session.close_clients(codes.RESTART, _FENCED)
+        if self.sessions and not self._settling and self._background is not None:
+            self._settling = True
+            self.spawn(self._settle_fenced)
+
+    async def _settle_fenced(self) -> None:
+        try:
+            while fenced := [s for s in self.sessions.values() if s.fenced]:
+                for session in fenced:
+                    if await self.flusher.flush(session, with_log=True) and not session.dirty:
+                        if self.lease.valid():
+                            await self.release(session)  # only if the record is still ours
+                        self.forget(session)
+                        log.info("fenced_session_settled", session=session.id)
+                await anyio.sleep(_SETTLE_ROUND_S)
+        finally:
+            self._settling = False
 
     def forget(self, session: Session) -> None:
         if self.sessions.get(session.id) is session:
@@ -192,6 +345,7 @@ class SessionManager:
         tick = self.settings.flush_interval_ms / 1000 / 4
         async with anyio.create_task_group() as background:
             self._background = background
+            await background.start(self.lease.run)
             task_status.started()
             while True:
                 await anyio.sleep(tick)

@@ -79,6 +79,23 @@ class WorkerMetrics:
         self.protocol_errors = Counter(
             "collab_protocol_errors_total", "Rejected client messages", ["reason"], registry=r
         )
+        self.takeovers = Counter(
+            "collab_ownership_takeovers_total",
+            "Sessions this worker took over from another owner, by why that owner was not serving",
+            ["reason"],
+            registry=r,
+        )
+        self.ownership_refused = Counter(
+            "collab_ownership_refused_total",
+            "Connections not served here because another live worker owns their session",
+            registry=r,
+        )
+        self.ack_seconds = Histogram(
+            "collab_ack_seconds",
+            "A write received to its positive answer (sent once the write is in storage)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.info = Gauge(
             "collab_worker_info",
             "Always 1; its label names this worker, for joins on `instance` in dashboards",

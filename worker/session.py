@@ -9,7 +9,8 @@ next group-commit to storage.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -35,7 +36,15 @@ class UpdateRejected(ValueError):
 
 
 class SessionMoving(RuntimeError):
-    """The session is being handed off (drain/stop): no new edits are accepted here."""
+    """The session is leaving this worker (drain, hand-off, lost lease): no edit is accepted."""
+
+
+Durable = Callable[[str | None], None]
+"""Called once a write is in storage (``None``), or with the reason it never will be here."""
+
+
+def _always() -> bool:
+    return True
 
 
 @dataclass(slots=True)
@@ -106,8 +115,20 @@ class Session:
         self._log: Unwritten[dict[str, Any]] = Unwritten()
         self._bursts: dict[str, dict[str, Any]] = {}
         self.moving = False
+        # This worker's right to accept edits (its lease, checked per edit: a worker that was
+        # frozen and wakes up after others took over refuses before it handles anything).
+        self.lease_valid: Callable[[], bool] = _always
+        self.fenced = False  # the lease lapsed: only what it holds is written, then forgotten
+        self.claim: Any = None  # worker.ownership.Claim, set by the manager that claimed it
+        # Durable acknowledgements: every committed update gets the next sequence number; a
+        # write that reaches storage makes every number up to its last one durable.
+        self.applied_seq = 0
+        self.durable_seq = 0
+        self._written_upto = 0  # the last number of the write in progress
+        self._waiters: deque[tuple[int, Durable]] = deque()
         self.last_activity = time.time()
         self.idle_since: float | None = time.monotonic()
+        self.reserved = 0  # acquired for a client that is not attached yet
         self.segments_since_compact = 0
         self.users: set[str] = set()
         # Auto-commit (git sessions only): who edited since the last commit, in order of their
@@ -177,6 +198,17 @@ class Session:
     def client_count(self) -> int:
         return len(self.json_clients) + sum(len(r.clients) for r in self.rooms.values())
 
+    def reserve(self) -> None:
+        """Someone is about to attach a client (the manager's ``acquire``): stay loaded."""
+        self.reserved += 1
+        self.idle_since = None
+
+    def unreserve(self) -> None:
+        """A reservation ends (its client attached, or never came)."""
+        self.reserved = max(0, self.reserved - 1)
+        if self.client_count == 0 and self.reserved == 0 and self.idle_since is None:
+            self.idle_since = time.monotonic()
+
     def attach(self, client: Client, room: str | None) -> None:
         if room is None:
             self.json_clients.add(client)
@@ -193,7 +225,7 @@ class Session:
                 r.leave(client)
                 if not r.clients:
                     del self.rooms[room]
-        if self.client_count == 0:
+        if self.client_count == 0 and self.reserved == 0:
             self.idle_since = time.monotonic()
 
     def broadcast_json(self, message: str, exclude: Client | None = None) -> None:
@@ -213,8 +245,7 @@ class Session:
         self, name: str, update: bytes, origin: Client, frame: bytes | None = None
     ) -> None:
         """Applies a Yjs update from a client of either protocol, or raises UpdateRejected."""
-        if self.moving:
-            raise SessionMoving("session is moving to another worker; reconnect")
+        self._check_writable()
         if update == EMPTY_UPDATE:
             return  # e.g. a fresh editor's sync step 2: nothing to apply, store or relay
         if name == INDEX_DOC:
@@ -239,8 +270,7 @@ class Session:
         With ``doc`` given (a JSON client's shadow copy, see ``files``), the edit is made there
         and its update merged into the live document, so it only touches what that client saw.
         """
-        if self.moving:
-            raise SessionMoving("session is moving to another worker; reconnect")
+        self._check_writable()
         live = self.doc(name)
         target = live if doc is None else doc
         captured: list[bytes] = []
@@ -279,12 +309,19 @@ class Session:
                 del self.index[path]
             self._listed.discard(path)
 
+    def _check_writable(self) -> None:
+        if self.fenced or not self.lease_valid():
+            raise SessionMoving("this worker lost its storage lease; reconnect")
+        if self.moving:
+            raise SessionMoving("session is moving to another worker; reconnect")
+
     def _commit_update(
         self, name: str, update: bytes, user: str, origin: Client | None, frame: bytes | None
     ) -> None:
         now = time.time()
         self._updates.buffered.append(PendingUpdate(name, update, user, now))
         self._buffered_bytes += len(update)
+        self.applied_seq += 1
         self.last_activity = now
         self.users.add(user)
         self.editors.pop(user, None)
@@ -359,12 +396,38 @@ class Session:
     def take_updates(self) -> list[PendingUpdate]:
         """The buffered updates, for one write; it ends with ``updates_written`` or
         ``restore_updates``."""
+        taken = self._updates.take()  # refuses first if a write is still in progress
         self._inflight_bytes, self._buffered_bytes = self._buffered_bytes, 0
-        return self._updates.take()
+        self._written_upto = self.applied_seq
+        return taken
 
-    def updates_written(self) -> None:
+    def updates_written(self, *, acknowledge: bool = True) -> None:
+        """The write is in storage. ``acknowledge=False``: it landed after this worker's lease
+        ran out, so another worker may have loaded the session without it; nobody is told it
+        is stored here (``fail_waiters`` follows, from the fence)."""
         self._updates.written()
         self._inflight_bytes = 0
+        if acknowledge:
+            self.durable_seq = self._written_upto
+            while self._waiters and self._waiters[0][0] <= self.durable_seq:
+                self._waiters.popleft()[1](None)
+
+    def when_durable(self, seq: int, callback: Durable) -> None:
+        """Calls ``callback(None)`` once update ``seq`` is in storage (at once if it is)."""
+        if seq <= self.durable_seq:
+            callback(None)
+        else:
+            self._waiters.append((seq, callback))
+
+    @property
+    def awaiting_durability(self) -> bool:
+        return bool(self._waiters)
+
+    def fail_waiters(self, reason: str) -> None:
+        """Nothing still waiting will be acknowledged by this worker: tell each why."""
+        waiters, self._waiters = self._waiters, deque()
+        for _, callback in waiters:
+            callback(reason)
 
     def restore_updates(self) -> None:
         """A failed write: its updates go back in front of anything buffered since."""
@@ -403,4 +466,6 @@ class Session:
             "lastActivity": self.last_activity,
             "unflushedBytes": self.unflushed_bytes,
             "users": sorted(self.users),
+            "epoch": self.claim.epoch if self.claim is not None else None,
+            "ownedSince": self.claim.record.since if self.claim is not None else None,
         }

@@ -23,6 +23,16 @@ from contract.env import (
 )
 from contract.ids import valid_worker_id
 
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def _this_host_ip() -> str:
+    """This host's address as others see it (a Pod's IP, a Swarm task's IP)."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
 
 @dataclass(frozen=True)
 class StorageSettings:
@@ -91,6 +101,21 @@ class Settings:
     drain_timeout_ms: int = 20_000
     # Compact a live session once this many segments have piled up since its last compaction.
     compact_every_segments: int = 64
+    # Ownership (docs/storage.md "One live owner"): the lease's time to live, and the address
+    # other workers reach this one at (None: COLLAB_HOST, or this host's IP when that is a
+    # wildcard).
+    lease_ttl_ms: int = 10_000
+    advertise_host: str | None = None
+    # "durable": a write is acknowledged once it is in storage; "applied": at once (faster,
+    # and a SIGKILL may lose what was acknowledged in the last FLUSH_INTERVAL_MS).
+    ack_mode: str = "durable"
+
+    @property
+    def advertise_address(self) -> str:
+        host = self.advertise_host or (
+            self.host if self.host not in _WILDCARDS else _this_host_ip()
+        )
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -116,6 +141,9 @@ class Settings:
             auth_secret=env_secret(env, "AUTH_SECRET"),
             log_format=env_choice(env, "LOG_FORMAT", "text", ("text", "json")),
             storage=StorageSettings.from_env(env),
+            lease_ttl_ms=env_int(env, "LEASE_TTL_MS", 10_000, minimum=1_000),
+            advertise_host=env_str(env, "ADVERTISE_HOST"),
+            ack_mode=env_choice(env, "ACK_MODE", "durable", ("durable", "applied")),
         )
         if not 1 <= settings.port <= 65535:
             raise ConfigError("PORT", f"must be 1-65535, got {settings.port}")

@@ -244,6 +244,18 @@ class TestStoreContract:
         assert await store.get(key) == b"two"
         assert await store.list("cas/") == ["cas/ref"]  # nothing else shows
 
+    async def test_put_if_returns_the_version_a_later_read_reports(self, store: Store) -> None:
+        """The returned version is the next swap's precondition: no read in between needed."""
+        key = "cas/chain"
+        version = await store.put_if(key, b"one", None)
+        assert version is not None
+        found = await store.get_versioned(key)
+        assert found == (b"one", version)
+        for i in range(3):
+            version = await store.put_if(key, f"next-{i}".encode(), version)
+            assert version is not None
+        assert await store.get_versioned(key) == (b"next-2", version)
+
     async def test_concurrent_swaps_from_one_version_have_one_winner(self, store: Store) -> None:
         key = "cas/race"
         await store.put_if(key, b"base", None)
@@ -252,8 +264,9 @@ class TestStoreContract:
         results = await asyncio.gather(
             *(store.put_if(key, f"writer-{i}".encode(), base[1]) for i in range(8))
         )
-        assert results.count(True) == 1
-        winner = results.index(True)
+        won = [i for i, version in enumerate(results) if version is not None]
+        assert len(won) == 1
+        winner = won[0]
         assert await store.get(key) == f"writer-{winner}".encode()
 
     async def test_check_passes_on_a_healthy_store(self, store: Store) -> None:

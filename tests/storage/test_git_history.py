@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from worker.git_branch import commit_session, sync_packs
+from worker.git_branch import StaleOwner, commit_session, sync_packs
 from worker.git_objects import Person
 from worker.storage import SessionStore, StorageUnavailable, Store
 
@@ -44,7 +44,7 @@ class RaceAtSwap:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+    async def put_if(self, key: str, data: bytes, version: str | None) -> str | None:
         self.swaps += 1
         if self.swaps <= 2:
             await asyncio.wait_for(self.barrier.wait(), 10)
@@ -60,7 +60,7 @@ class DiesAtSwap:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+    async def put_if(self, key: str, data: bytes, version: str | None) -> str | None:
         raise StorageUnavailable("put_if", key, ConnectionResetError("killed"))
 
 
@@ -129,3 +129,49 @@ class TestGitHistory:
         later = await commit_session(sessions, "s", tmp_path / "a.git", {"a": b"3"}, ALICE)
         repo = await checked_out(sessions, "s", tmp_path / "check.git")
         assert git(repo, "log", "--format=%H").split() == [later.sha, first.sha]
+
+
+class TestFencing:
+    """The ref carries the epoch of the owner that moved it (worker/ownership.py)."""
+
+    async def test_a_deposed_owner_cannot_move_the_branch_past_its_successor(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """Owner A (epoch 1) was taken over by B (epoch 2), who committed: A is refused, and
+        the branch stays B's commit, with A's stale tree nowhere on it."""
+        a, b = SessionStore(store, "w-a"), SessionStore(store, "w-b")
+        await commit_session(a, "s", tmp_path / "a", {"f.txt": b"one\n"}, ALICE, epoch=1)
+        second = await commit_session(
+            b, "s", tmp_path / "b", {"f.txt": b"one\ntwo\n"}, BOB, epoch=2
+        )
+        with pytest.raises(StaleOwner):
+            await commit_session(a, "s", tmp_path / "a", {"f.txt": b"stale\n"}, ALICE, epoch=1)
+        ref = await a.read_ref("s")
+        assert ref is not None and (ref.sha, ref.epoch) == (second.sha, 2)
+        repo = await checked_out(a, "s", tmp_path / "check")
+        assert "stale" not in git(repo, "log", "-p", "main")
+
+    async def test_a_committer_that_stopped_owning_mid_commit_leaves_the_branch(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """Its lease ran out while dulwich worked: the objects may be stored, the ref is not
+        moved."""
+        sessions = SessionStore(store, "w-a")
+        first = await commit_session(sessions, "s", tmp_path / "a", {"f": b"1"}, ALICE, epoch=3)
+        with pytest.raises(StaleOwner):
+            await commit_session(
+                sessions,
+                "s",
+                tmp_path / "a",
+                {"f": b"2"},
+                ALICE,
+                epoch=3,
+                still_owner=lambda: False,
+            )
+        ref = await sessions.read_ref("s")
+        assert ref is not None and (ref.sha, ref.epoch) == (first.sha, 3)
+
+    async def test_refs_written_before_epochs_read_as_epoch_zero(self, store: Store) -> None:
+        await store.put("sessions/s/git/refs/heads/main", b"a" * 40 + b"\n")
+        ref = await SessionStore(store, "w").read_ref("s")
+        assert ref is not None and (ref.sha, ref.epoch) == ("a" * 40, 0)

@@ -301,10 +301,6 @@ class TestPendingWrites:
         with pytest.raises(RuntimeError, match="one write at a time"):
             session.take_updates()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="Session.take_updates moves the byte counts before Unwritten.take() refuses",
-    )
     def test_a_refused_take_leaves_the_byte_counts_alone(self) -> None:
         """A take refused while a write is in progress does not change the unflushed bytes."""
         session, editor = listed_session()

@@ -84,8 +84,18 @@ class TestStorageDownWhileServing:
                 await j.join("s-out", "alice")
                 await asyncio.gather(y1.synced.wait(), y2.synced.wait())
                 await own_s3.astop()
-                # Storage is gone; edits keep flowing between clients.
-                await j.file_op(type="create", path="b.txt", content="written during the outage")
+                # Storage is gone; edits keep flowing between clients. The file operation is
+                # applied (the editors see it) but acknowledged only once it is stored.
+                await j.send(
+                    {
+                        "type": "fileOperation",
+                        "data": {
+                            "type": "create",
+                            "path": "b.txt",
+                            "content": "written during the outage",
+                        },
+                    }
+                )
                 for word in ("alpha ", "beta ", "gamma "):
                     await y1.insert(len(str(y1.text)), word)
                 await y2.wait_text("alpha beta gamma ")
@@ -108,8 +118,12 @@ class TestStorageDownWhileServing:
                     if line.startswith("collab_unflushed_age_seconds ")
                 ]
                 assert float(age[0].split()[1]) >= 1.0
-                # Storage comes back (empty: moto keeps nothing across restarts).
+                with pytest.raises(TimeoutError):
+                    await j.recv("fileOperationSuccess", timeout=0.3)  # not stored: no answer
+                # Storage comes back (empty: moto keeps nothing across restarts), well within
+                # the lease (LEASE_TTL_MS), so this worker kept serving all along.
                 await own_s3.astart()
+                await j.recv("fileOperationSuccess", timeout=20)
                 await wait_until(
                     lambda: not worker.manager.sessions["s-out"].dirty,
                     timeout=40,

@@ -1,6 +1,6 @@
 """The worker's admin API (bearer ``ADMIN_TOKEN``): status, sessions, drain, hand-off, commit.
 
-Routers aggregate these (router/app.py); `collab` reaches them through a router. The worker is
+Routers aggregate these (router/http_app.py); `collab` reaches them through a router. The worker is
 the source of truth for its sessions and its drain state.
 """
 
@@ -14,9 +14,12 @@ from starlette.routing import Route
 
 from contract.admin_token import Endpoint, require_admin
 from contract.ids import validate_session_id
+from contract.routing import MISDIRECTED
 
-from ..manager import SessionUnavailable
+from ..manager import SessionManager, SessionUnavailable
 from ..metrics import WorkerMetrics
+from ..ownership import NotOwner
+from ..session import Session
 from ..settings import Settings
 from ..storage import StorageError
 from .worker_state import WorkerState
@@ -88,8 +91,7 @@ def admin_routes(settings: Settings, metrics: WorkerMetrics, started: float) -> 
     async def admin_commit(request: Request) -> Response:
         manager = worker(request).manager
         session_id = request.path_params["session"]
-        session = manager.sessions.get(session_id)
-        if session is None:
+        if session_id not in manager.sessions:
             # Not live here: load it (it unloads again after SESSION_IDLE_MS), so edits that a
             # killed worker left uncommitted in storage can be committed on demand.
             try:
@@ -103,13 +105,20 @@ def admin_routes(settings: Settings, metrics: WorkerMetrics, started: float) -> 
                 return JSONResponse(
                     {"error": f"no session {session_id} in storage"}, status_code=404
                 )
-            try:
-                session = await manager.acquire(session_id)
-            except SessionUnavailable as exc:
-                return JSONResponse({"error": exc.reason}, status_code=409 if exc.draining else 503)
+        try:
+            async with manager.using(session_id) as session:
+                return await commit_now(manager, session)
+        except NotOwner as exc:
+            return JSONResponse(
+                {"error": str(exc), **exc.record.describe()}, status_code=MISDIRECTED
+            )
+        except SessionUnavailable as exc:
+            return JSONResponse({"error": exc.reason}, status_code=409 if exc.draining else 503)
+
+    async def commit_now(manager: SessionManager, session: Session) -> Response:
         if not session.is_git:
             return JSONResponse(
-                {"error": f"session {session_id} has no git history; nothing is committed"},
+                {"error": f"session {session.id} has no git history; nothing is committed"},
                 status_code=409,
             )
         try:
@@ -120,11 +129,29 @@ def admin_routes(settings: Settings, metrics: WorkerMetrics, started: float) -> 
         return JSONResponse(
             {
                 "worker": settings.worker_id,
-                "sessionId": session_id,
+                "sessionId": session.id,
                 "commit": outcome.sha,
                 "changed": list(outcome.changed),
                 "merged": outcome.merged,
                 "result": "committed" if outcome.sha else "nothing changed",
+            }
+        )
+
+    async def admin_ownership(request: Request) -> Response:
+        """The session's ownership record as storage has it (``collab locate``)."""
+        manager = worker(request).manager
+        session_id = request.path_params["session"]
+        try:
+            record = await manager.ownership.lookup(validate_session_id(session_id))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except StorageError as exc:
+            return JSONResponse({"error": f"storage unavailable: {exc}"}, status_code=503)
+        return JSONResponse(
+            {
+                "sessionId": session_id,
+                "askedWorker": settings.worker_id,
+                "record": record.describe() if record is not None else None,
             }
         )
 
@@ -145,6 +172,7 @@ def admin_routes(settings: Settings, metrics: WorkerMetrics, started: float) -> 
             guard(admin_commit),
             methods=["POST"],
         ),
+        Route("/admin/sessions/{session}/ownership", guard(admin_ownership)),
         Route("/admin/drain", guard(admin_drain), methods=["POST"]),
         Route("/admin/undrain", guard(admin_undrain), methods=["POST"]),
     ]

@@ -2,12 +2,24 @@
 
 Every failure answers ``{"type": "error", "error": <the seed's text>}`` (plus a ``reason`` where
 the seed's text is generic) and leaves the connection and the session as they were. Refusals by
-authentication (``worker.auth``) are the exception: their error is followed by close 4401 (at
+authentication (``contract.auth``) are the exception: their error is followed by close 4401 (at
 connect) or 4403 (at the join, before the session is loaded).
+
+**Acknowledged means stored.** ``fileOperationSuccess`` is sent once the operation's edit is in
+storage (group-committed with whatever else is pending; ``ACK_MODE=applied`` answers at once).
+Replies keep the order of the requests: an answer to a later message waits behind an earlier
+acknowledgement, so a client that pairs replies with requests by order is never misled. The
+edit itself reaches the other clients at once.
+
+A router that routes a JSON connection names its session in ``X-Collab-Session`` (it read the
+join): the session is claimed before the handshake completes, so a session owned by another
+live worker is answered 421 with its owner and the router connects there instead.
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from typing import Any
 
 import structlog
@@ -16,13 +28,17 @@ from starlette.types import Receive, Scope, Send
 from contract import close_codes as codes
 from contract import json_protocol as jmsg
 from contract.auth import AuthRefused, Grant
+from contract.ids import validate_session_id
 from contract.paths import PathRefused, check_path
+from contract.routing import SESSION_HEADER
 
 from .. import files
 from ..client import Client
-from ..connection import accept, pump, refuse
+from ..connection import accept, connected, header, pump
 from ..manager import SessionUnavailable
+from ..ownership import NotOwner
 from ..session import Session, SessionMoving, UpdateRejected
+from .refusals import refuse, refuse_not_owner
 from .worker_state import WorkerState
 
 log = structlog.get_logger("worker.json")
@@ -30,21 +46,46 @@ log = structlog.get_logger("worker.json")
 
 async def json_endpoint(state: WorkerState, scope: Scope, receive: Receive, send: Send) -> None:
     offered = scope.get("subprotocols") or []
-    if not await accept(receive, send, state.auth.subprotocol(offered)):
+    subprotocol = state.auth.subprotocol(offered)
+    if not await connected(receive):
         return
     try:
         grant = state.auth.authenticate(scope.get("query_string", b""), offered)
     except AuthRefused as refused:
         state.metrics.protocol_errors.labels(refused.label).inc()
-        await refuse(send, refused.code, refused.reason, jmsg.auth_error(refused))
+        await refuse(send, subprotocol, refused.code, refused.reason, jmsg.auth_error(refused))
         return
+    routed_to: Session | None = None
+    if (routed_id := header(scope, SESSION_HEADER)) is not None:
+        try:
+            routed_id = validate_session_id(routed_id)
+            if grant is not None:
+                grant.check_session(routed_id)
+            routed_to = await state.manager.acquire(routed_id)
+        except ValueError as exc:
+            await refuse(send, subprotocol, codes.POLICY, f"invalid {SESSION_HEADER}: {exc}")
+            return
+        except AuthRefused as refused:
+            state.metrics.protocol_errors.labels(refused.label).inc()
+            await refuse(send, subprotocol, refused.code, refused.reason, jmsg.auth_error(refused))
+            return
+        except NotOwner as exc:
+            error = jmsg.error(jmsg.SESSION_UNAVAILABLE, str(exc))
+            await refuse_not_owner(scope, send, subprotocol, exc, error)
+            return
+        except SessionUnavailable as exc:
+            code = codes.RESTART if exc.draining else codes.TRY_AGAIN
+            error = jmsg.error(jmsg.SESSION_UNAVAILABLE, exc.reason)
+            await refuse(send, subprotocol, code, exc.reason, error)
+            return
     client = Client(
         state.settings.send_buffer_bytes, on_overflow=state.metrics.slow_clients_dropped.inc
     )
-    conn = _JsonConnection(state, client, grant)
+    conn = _JsonConnection(state, client, grant, routed_to)
     gauge = state.metrics.connections_active.labels("json")
     gauge.inc()
     try:
+        await accept(send, subprotocol)
         await pump(receive, send, client, conn.handle)
     finally:
         gauge.dec()
@@ -52,28 +93,77 @@ async def json_endpoint(state: WorkerState, scope: Scope, receive: Receive, send
 
 
 class _JsonConnection:
-    def __init__(self, state: WorkerState, client: Client, grant: Grant | None) -> None:
+    def __init__(
+        self, state: WorkerState, client: Client, grant: Grant | None, routed_to: Session | None
+    ) -> None:
         self.state = state
         self.client = client
         self.grant = grant  # None: authentication is off
+        self.routed_to = routed_to  # acquired (reserved) before the join, when a router sent us
         self.session: Session | None = None
         self.shadows = files.Shadows()
+        # Replies not sent yet because an earlier acknowledgement waits for storage:
+        # (the update sequence number it waits for, or None; the message; when it arrived).
+        self._replies: deque[tuple[int | None, str, float]] = deque()
+        self._durable = state.settings.ack_mode == "durable"
+
+    # --- replies, in request order ----------------------------------------------------------
+
+    def reply(self, message: str) -> None:
+        if self._replies:
+            self._replies.append((None, message, 0.0))
+        else:
+            self.client.send(message)
+
+    def acknowledge(self, session: Session, message: str, received: float) -> None:
+        """Sends ``message`` once every edit made so far in the session is in storage."""
+        seq = session.applied_seq
+        if not self._durable or (seq <= session.durable_seq and not self._replies):
+            self.client.send(message)
+            self.state.metrics.ack_seconds.observe(time.perf_counter() - received)
+            return
+        self._replies.append((seq, message, received))
+        session.when_durable(seq, self._stored)
+        self.state.manager.flusher.flush_soon(session, self.state.manager.spawn)
+
+    def _stored(self, failure: str | None) -> None:
+        session = self.session
+        if failure is not None:
+            # This worker will never store it (it lost its lease, or the session left while
+            # storage refused): say so instead of acknowledging, and send the client on.
+            for seq, message, _ in self._replies:
+                if seq is not None:
+                    self.client.send(jmsg.error(jmsg.FILE_OP_FAILED, f"{failure}; reconnect"))
+                else:
+                    self.client.send(message)
+            self._replies.clear()
+            self.client.close(codes.RESTART, f"{failure}; reconnect")
+            return
+        durable = session.durable_seq if session is not None else 0
+        while self._replies and (self._replies[0][0] or 0) <= durable:
+            seq, message, received = self._replies.popleft()
+            self.client.send(message)
+            if seq is not None:
+                self.state.metrics.ack_seconds.observe(time.perf_counter() - received)
+
+    # --- messages ---------------------------------------------------------------------------
 
     async def handle(self, raw: bytes | str) -> None:
+        received = time.perf_counter()
         try:
             message = jmsg.parse(raw)
-            await self._dispatch(message)
+            await self._dispatch(message, received)
         except jmsg.MessageError as exc:
             self.state.metrics.protocol_errors.labels("json").inc()
-            self.client.send(jmsg.error(exc.error, exc.reason))
+            self.reply(jmsg.error(exc.error, exc.reason))
         except SessionMoving as exc:
-            self.client.send(jmsg.error(jmsg.SESSION_UNAVAILABLE, str(exc)))
+            self.reply(jmsg.error(jmsg.SESSION_UNAVAILABLE, str(exc)))
             self.client.close(codes.RESTART, str(exc))
 
-    async def _dispatch(self, message: dict[str, Any]) -> None:
+    async def _dispatch(self, message: dict[str, Any], received: float) -> None:
         kind = message["type"]
         if kind == "ping":
-            self.client.send(jmsg.pong())
+            self.reply(jmsg.pong())
             return
         if kind == "join":
             await self._join(message)
@@ -89,7 +179,7 @@ class _JsonConnection:
             except files.FileOpError as exc:
                 raise jmsg.MessageError(jmsg.FILE_OP_FAILED, str(exc)) from None
             session.broadcast_json(jmsg.file_operation(user, data), exclude=self.client)
-            self.client.send(jmsg.file_operation_success())
+            self.acknowledge(session, jmsg.file_operation_success(), received)
         elif kind == "yjsUpdate":
             data = jmsg.data_of(message, jmsg.UPDATE_FAILED)
             try:
@@ -104,7 +194,7 @@ class _JsonConnection:
         elif kind == "getFiles":
             data = jmsg.data_of(message, jmsg.LIST_FAILED, required=False)
             try:
-                self.client.send(jmsg.files(files.list_files(session, data.get("path"))))
+                self.reply(jmsg.files(files.list_files(session, data.get("path"))))
             except PathRefused as exc:
                 raise jmsg.MessageError(jmsg.LIST_FAILED, f"invalid path: {exc}") from None
         elif kind == "getFile":
@@ -114,7 +204,7 @@ class _JsonConnection:
             except PathRefused as exc:
                 raise jmsg.MessageError(jmsg.GET_FAILED, f"invalid path: {exc}") from None
             path = check_path(data.get("path"))
-            self.client.send(jmsg.file_content(path, content, session.binary_entry(path)))
+            self.reply(jmsg.file_content(path, content, session.binary_entry(path)))
 
     async def _join(self, message: dict[str, Any]) -> None:
         if self.session is not None:
@@ -129,8 +219,19 @@ class _JsonConnection:
                 self.client.send(jmsg.auth_error(refused))
                 self.client.close(refused.code, refused.reason)
                 return
+        routed, self.routed_to = self.routed_to, None
+        if routed is not None and routed.id != session_id:
+            routed.unreserve()
+            reason = f"join names {session_id!r} but the router routed {routed.id!r}"
+            self.client.send(jmsg.error(jmsg.INVALID_SESSION, reason))
+            self.client.close(codes.POLICY, reason)
+            return
         try:
-            session = await self.state.manager.acquire(session_id)
+            session = routed or await self.state.manager.acquire(session_id)
+        except NotOwner as exc:
+            self.client.send(jmsg.error(jmsg.SESSION_UNAVAILABLE, str(exc)))
+            self.client.close(codes.TRY_AGAIN, str(exc))
+            return
         except SessionUnavailable as exc:
             self.client.send(jmsg.error(jmsg.SESSION_UNAVAILABLE, exc.reason))
             self.client.close(codes.RESTART if exc.draining else codes.TRY_AGAIN, exc.reason)
@@ -138,6 +239,7 @@ class _JsonConnection:
         self.client.user_id = user_id
         self.session = session
         session.attach(self.client, None)
+        session.unreserve()
         self.client.send(
             jmsg.joined(session_id, self.client.user_id, self.state.settings.worker_id)
         )
@@ -145,6 +247,9 @@ class _JsonConnection:
         log.info("user_joined", session=session_id, user=self.client.user_id)
 
     def leave(self) -> None:
+        if self.routed_to is not None:  # routed here, but never joined
+            self.routed_to.unreserve()
+            self.routed_to = None
         session = self.session
         if session is None:
             return

@@ -3,7 +3,9 @@
 Any unmodified y-websocket provider works: the server opens with sync step 1 and the room's
 awareness, answers step 1 with step 2, and applies step 2 and updates from the client.
 With ``AUTH_SECRET`` set, a connection whose token does not allow the session is closed (4401 or
-4403, see ``worker.auth``) before the session is loaded.
+4403, see ``contract.auth``) before the session is loaded. The session is claimed before the
+handshake completes: when another live worker owns it, a router is answered 421 with the owner
+(``contract.routing``) and a direct client gets close 1013 naming it.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from contract.paths import PathRefused, check_path
 
 from .. import yjs_protocol as yjs
 from ..client import Client
-from ..connection import accept, close, pump
+from ..connection import accept, connected, pump
 from ..manager import SessionUnavailable
+from ..ownership import NotOwner
 from ..session import INDEX_DOC, SessionMoving, UpdateRejected
+from .refusals import refuse, refuse_not_owner
 from .worker_state import WorkerState
 
 log = structlog.get_logger("worker.yjs")
@@ -31,7 +35,8 @@ async def yjs_endpoint(
 ) -> None:
     """``target`` is the URL path after ``/yjs/``: ``SESSION`` or ``SESSION/path/of/file``."""
     offered = scope.get("subprotocols") or []
-    if not await accept(receive, send, state.auth.subprotocol(offered)):
+    subprotocol = state.auth.subprotocol(offered)
+    if not await connected(receive):
         return
     raw_sid, _, raw_path = target.partition("/")
     try:
@@ -39,7 +44,7 @@ async def yjs_endpoint(
         doc_name = INDEX_DOC if not raw_path else check_path(raw_path)
     except (ValueError, PathRefused) as exc:
         state.metrics.protocol_errors.labels("bad_target").inc()
-        await close(send, codes.POLICY, f"invalid target: {exc}")
+        await refuse(send, subprotocol, codes.POLICY, f"invalid target: {exc}")
         return
     try:
         grant = state.auth.authenticate(scope.get("query_string", b""), offered)
@@ -47,12 +52,16 @@ async def yjs_endpoint(
             grant.check_session(session_id)
     except AuthRefused as refused:
         state.metrics.protocol_errors.labels(refused.label).inc()
-        await close(send, refused.code, refused.reason)
+        await refuse(send, subprotocol, refused.code, refused.reason)
         return
     try:
         session = await state.manager.acquire(session_id)
+    except NotOwner as exc:
+        await refuse_not_owner(scope, send, subprotocol, exc)
+        return
     except SessionUnavailable as exc:
-        await close(send, codes.RESTART if exc.draining else codes.TRY_AGAIN, exc.reason)
+        code = codes.RESTART if exc.draining else codes.TRY_AGAIN
+        await refuse(send, subprotocol, code, exc.reason)
         return
 
     client = Client(
@@ -61,7 +70,11 @@ async def yjs_endpoint(
         user_id=grant.user if grant is not None else "anonymous",
         on_overflow=state.metrics.slow_clients_dropped.inc,
     )
-    session.attach(client, doc_name)
+    try:
+        await accept(send, subprotocol)
+        session.attach(client, doc_name)
+    finally:
+        session.unreserve()
     room = session.room(doc_name)
     gauge = state.metrics.connections_active.labels("yjs")
     gauge.inc()

@@ -127,11 +127,13 @@ class Store(Protocol):
         """The object and an opaque version of it (for ``put_if``), or ``None``."""
         ...
 
-    async def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+    async def put_if(self, key: str, data: bytes, version: str | None) -> str | None:
         """Compare-and-swap: store ``data`` only if the object is still at ``version`` (``None``:
-        only if it does not exist); False, and nothing written, when it moved meanwhile.
+        only if it does not exist). Returns the new version (what ``get_versioned`` would now
+        report), or None, with nothing written, when the object moved meanwhile.
 
-        For the few mutable objects (a git branch ref); write them only through here.
+        For the few mutable objects (a git branch ref, ownership records); write them only
+        through here.
         """
         ...
 
@@ -186,7 +188,7 @@ class InstrumentedStore:
     async def get_versioned(self, key: str) -> tuple[bytes, str] | None:
         return await self._counted("get", self.inner.get_versioned(key))
 
-    async def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+    async def put_if(self, key: str, data: bytes, version: str | None) -> str | None:
         return await self._counted("put_if", self.inner.put_if(key, data, version))
 
     async def delete(self, key: str) -> None:

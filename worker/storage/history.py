@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from .base import CorruptObject, Store
 
@@ -20,6 +20,20 @@ GIT_REFS = "git/refs/heads/"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _BRANCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+class BranchRef(NamedTuple):
+    """A branch head: the commit, the object's version (for ``swap_ref``), and the ownership
+    epoch of the worker that moved it there (0: an import or a commit from before epochs).
+
+    The epoch is a fencing value: a worker that was deposed (its lease ran out and another took
+    the session over, with a higher epoch) finds the ref moved by a later owner and refuses to
+    commit, instead of merging its stale tree over the rightful owner's history.
+    """
+
+    sha: str
+    version: str
+    epoch: int
 
 
 def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
@@ -76,21 +90,38 @@ class SessionHistory:
             raise CorruptObject(key, "a listed git pack vanished; packs are never deleted")
         return data
 
-    async def read_ref(
-        self: _Keys, session_id: str, branch: str = "main"
-    ) -> tuple[str, str] | None:
-        """(commit id, version) of the branch, or None before the first commit."""
+    async def read_ref(self: _Keys, session_id: str, branch: str = "main") -> BranchRef | None:
+        """The branch head, or None before the first commit.
+
+        The object is ``<sha>\n`` and, when a live owner moved it, ``epoch <n>\n``.
+        """
         key = self._key(session_id, GIT_REFS + _checked(branch, _BRANCH, "branch"))
         found = await self.store.get_versioned(key)
         if found is None:
             return None
-        sha = found[0].decode("ascii", "replace").strip()
+        lines = found[0].decode("ascii", "replace").split("\n")
+        sha = lines[0].strip()
         if len(sha) != 40 or any(c not in "0123456789abcdef" for c in sha):
             raise CorruptObject(key, f"not a commit id: {sha[:60]!r}")
-        return sha, found[1]
+        epoch = 0
+        for line in lines[1:]:
+            name, _, value = line.strip().partition(" ")
+            if name == "epoch":
+                if not value.isdigit():
+                    raise CorruptObject(key, f"bad epoch line {line[:60]!r}")
+                epoch = int(value)
+        return BranchRef(sha, found[1], epoch)
 
     async def swap_ref(
-        self: _Keys, session_id: str, sha: str, version: str | None, branch: str = "main"
+        self: _Keys,
+        session_id: str,
+        sha: str,
+        version: str | None,
+        branch: str = "main",
+        *,
+        epoch: int = 0,
     ) -> bool:
+        """Moves the branch to ``sha`` if it is still at ``version``; False if it moved."""
         key = self._key(session_id, GIT_REFS + _checked(branch, _BRANCH, "branch"))
-        return await self.store.put_if(key, sha.encode() + b"\n", version)
+        data = sha.encode() + b"\n" + (f"epoch {epoch}\n".encode() if epoch else b"")
+        return await self.store.put_if(key, data, version) is not None

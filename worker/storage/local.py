@@ -101,7 +101,7 @@ class LocalStore:
         data = await self.get(key)
         return None if data is None else (data, _version(data))
 
-    async def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+    async def put_if(self, key: str, data: bytes, version: str | None) -> str | None:
         path = self._path(key)
         try:
             return await anyio.to_thread.run_sync(
@@ -189,7 +189,7 @@ def _version(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _put_if(path: Path, data: bytes, version: str | None, fsync: bool) -> bool:
+def _put_if(path: Path, data: bytes, version: str | None, fsync: bool) -> str | None:
     """Compare and swap under an exclusive lock file that every process on this root shares
     (``collab up`` runs several workers over one directory)."""
     directory = os.path.dirname(path)
@@ -200,9 +200,9 @@ def _put_if(path: Path, data: bytes, version: str | None, fsync: bool) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX)
         current = _read(path)
         if (None if current is None else _version(current)) != version:
-            return False
+            return None
         _write_atomic(path, data, fsync)
-        return True
+        return _version(data)
     finally:
         os.close(fd)  # releases the lock
 

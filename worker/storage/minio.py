@@ -108,7 +108,7 @@ class MinioStore:
 
         return await self._call("get", key, get)
 
-    async def put_if(self, key: str, data: bytes, version: str | None) -> bool:
+    async def put_if(self, key: str, data: bytes, version: str | None) -> str | None:
         """A conditional PUT (``If-Match`` / ``If-None-Match: *``; S3 since 2024, MinIO).
 
         miniopy-async's ``put_object`` would turn these headers into user metadata, so the
@@ -117,7 +117,7 @@ class MinioStore:
         check_key(key)
         condition = {"If-None-Match": "*"} if version is None else {"If-Match": f'"{version}"'}
 
-        async def put() -> bool:
+        async def put() -> str | None:
             try:
                 response = await self._client._execute(  # private API: see the docstring
                     "PUT",
@@ -128,10 +128,15 @@ class MinioStore:
                 )
             except S3Error as exc:
                 if exc.code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
-                    return False
+                    return None
                 raise
-            response.release()
-            return True
+            try:
+                etag = response.headers.get("ETag", "").strip('"')
+            finally:
+                response.release()
+            if not etag:
+                raise StorageUnavailable("put_if", key, RuntimeError("PUT answered no ETag"))
+            return etag
 
         return await self._call("put_if", key, put)
 

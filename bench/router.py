@@ -2,6 +2,7 @@
 
     python -m bench.router                              # fanout + rooms, 10 s per pair
     python -m bench.router --shapes rooms --targets direct,router --duration 30 --rounds 3
+    python -m bench.router --handshakes 1000 --targets router --rounds 3   # connection set-up
 
 Every (shape, target) pair runs on freshly started processes, all on 127.0.0.1: two workers
 (`python -m worker`, WORKER_ID w-0 and w-1) and, for the proxied targets, one proxy in front of
@@ -21,6 +22,11 @@ and worker) and of each worker from /proc. *Relayed messages* are the WebSocket 
 the load generators sent plus those they received inside the window: each passes the proxy once.
 *Added* latency is (percentile through the proxy) - (the same percentile direct), same round.
 With `--rounds N` every pair runs N times (interleaved) and the summary takes medians.
+
+`--handshakes N` measures what the shapes leave out, the proxy's work per *connection*: N
+y-websocket connections (path routing) and N JSON connections (join routing) opened one after
+the other, each until its first message from the worker, then closed; proxy CPU per connection,
+less its idle rate (health checks) over the same time.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import websockets
 from websockets.uri import parse_uri
 
 from bench import nginx, procstat
@@ -511,6 +518,134 @@ def summarize(
     return out
 
 
+# --- handshakes ----------------------------------------------------------------------------------
+
+HANDSHAKE_ROOMS = 50
+PROTOCOLS = ("yjs", "json")
+
+
+async def _connection(base: str, protocol: str, i: int) -> None:
+    """One client's whole connection: handshake, routing, the worker's first message, close."""
+    room = f"hs-{i % HANDSHAKE_ROOMS}"
+    url = f"{base}/yjs/{room}/a.txt" if protocol == "yjs" else f"{base}/"
+    async with websockets.connect(url, max_size=None, compression=None) as ws:
+        if protocol == "json":
+            await ws.send(json.dumps({"type": "join", "sessionId": room, "userId": "bench"}))
+        await asyncio.wait_for(ws.recv(), 10)
+
+
+async def measure_handshakes(
+    target: str, protocol: str, count: int, round_: int, options: Options
+) -> dict[str, Any]:
+    """`count` connections in a row through a fresh proxy; its CPU per connection."""
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=5, trust_env=False))
+        workers = [await stack.enter_async_context(running(worker_spec(n))) for n in WORKERS]
+        upstreams = ",".join(f"127.0.0.1:{port_of(w)}" for w in workers)
+        spec = proxy_spec(target, upstreams, options.router_env, options.router_cmd)
+        proxy = await stack.enter_async_context(running(spec))
+        if target == "router":
+            await _router_ring(http, port_of(proxy))
+        base = f"ws://127.0.0.1:{port_of(proxy)}"
+        for i in range(HANDSHAKE_ROOMS):  # every session loaded once: the workers' part is warm
+            await _connection(base, protocol, i)
+        await asyncio.sleep(0.5)
+        idle0 = procstat.sample(proxy.pid).cpu
+        await asyncio.sleep(IDLE_S)
+        idle1 = procstat.sample(proxy.pid).cpu
+        busy0, started = procstat.system_busy_seconds(), time.monotonic()
+        cpu0 = procstat.sample(proxy.pid).cpu
+        for i in range(count):
+            await _connection(base, protocol, i)
+        cpu1, seconds = procstat.sample(proxy.pid).cpu, time.monotonic() - started
+        busy = procstat.system_busy_seconds() - busy0
+    idle_rate = (idle1 - idle0) / IDLE_S
+    return {
+        "target": target,
+        "name": TITLES[target],
+        "protocol": protocol,
+        "round": round_,
+        "connections": count,
+        "seconds": seconds,
+        "connections_per_s": count / seconds,
+        "proxy_cpu_s": cpu1 - cpu0,
+        "proxy_idle_cpu_pct": 100 * idle_rate,
+        "proxy_cpu_us_per_connection": 1e6 * (cpu1 - cpu0 - idle_rate * seconds) / count,
+        "machine_busy_pct": 100 * busy / seconds,
+    }
+
+
+async def run_handshakes(
+    targets: list[str], count: int, rounds: int, options: Options
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    proxies = [t for t in targets if t != "direct"]
+    total = rounds * len(proxies) * len(PROTOCOLS)
+    for round_ in range(rounds):
+        for target in proxies:
+            for protocol in PROTOCOLS:
+                say(f"[{len(rows) + 1}/{total}] {count} {protocol} connections x {TITLES[target]}")
+                await wait_quiet(options.quiet)
+                row = await measure_handshakes(target, protocol, count, round_, options)
+                say(
+                    f"    {row['connections_per_s']:.0f} connections/s, proxy"
+                    f" {row['proxy_cpu_us_per_connection']:.0f} us CPU per connection,"
+                    f" machine busy {row['machine_busy_pct']:.0f}%"
+                )
+                rows.append(row)
+    return rows
+
+
+def summarize_handshakes(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per target and protocol: the median CPU per connection over rounds, and its range."""
+    out: dict[str, Any] = {}
+    for key in sorted({(r["target"], r["protocol"]) for r in rows}):
+        values = [
+            r["proxy_cpu_us_per_connection"] for r in rows if (r["target"], r["protocol"]) == key
+        ]
+        out[f"{key[0]} {key[1]}"] = {
+            "proxy_cpu_us_per_connection": median(values),
+            "range": [min(values), max(values)],
+            "rounds": len(values),
+        }
+    return out
+
+
+def render_handshakes(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    out = [
+        f"# Router handshake benchmark {meta['started'][:19]}Z",
+        "",
+        f"`{meta['command']}`",
+        "",
+        f"{meta['cpu']}; Python {meta['python']}, uvloop {meta['uvloop']}, nginx "
+        f"{meta['nginx']}. Repository at {meta['commit']}"
+        f"{' + uncommitted router/ changes' if meta['router_dirty'] else ''}. Each row: two "
+        "fresh workers and a fresh proxy; one client opens the connections one after the "
+        "other, each until the worker's first message (y-websocket: sync step 1; JSON: the "
+        "answer to its join), then closes it. *Proxy CPU per connection*: the proxy's CPU "
+        "over the run less its idle rate (measured for 2 s before) over the same time, per "
+        "connection. *Machine busy*: all cores, 100% = one.",
+        "",
+        "| target | protocol | round | connections/s | proxy CPU per connection | proxy idle "
+        "| machine busy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['name']} | {r['protocol']} | {r['round'] + 1} | {_f(r['connections_per_s'], 0)} "
+            f"| {_f(r['proxy_cpu_us_per_connection'], 0)} us | {_f(r['proxy_idle_cpu_pct'], 1)}% "
+            f"| {_f(r['machine_busy_pct'], 0)}% |"
+        )
+    out += ["", "Medians over rounds (min - max):", ""]
+    for key, m in summarize_handshakes(rows).items():
+        low, high = m["range"]
+        out.append(
+            f"- {key}: {_f(m['proxy_cpu_us_per_connection'], 0)} us per connection "
+            f"({_f(low, 0)} - {_f(high, 0)}, {m['rounds']} rounds)"
+        )
+    return "\n".join(out) + "\n"
+
+
 # --- report ------------------------------------------------------------------------------------
 
 
@@ -702,6 +837,13 @@ def main(argv: list[str] | None = None) -> None:
         default=ROUTER_CMD,
         help="the router's command template (diagnostics; default: %(default)s)",
     )
+    p.add_argument(
+        "--handshakes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the shapes: N connections in a row per protocol, proxy CPU per connection",
+    )
     a = p.parse_args(argv)
     router_env = tuple((k, v) for k, _, v in (x.partition("=") for x in a.router_env))
     shapes = [SHAPES[k] for k in a.shapes.split(",") if k]
@@ -723,10 +865,11 @@ def main(argv: list[str] | None = None) -> None:
         assert task is not None
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        if a.handshakes:
+            return await run_handshakes(targets, a.handshakes, a.rounds, options)
         return await run(shapes, targets, a.rounds, options)
 
     rows = asyncio.run(main_task())
-    summary = summarize(rows, shapes, targets)
     meta = {
         "started": started.isoformat(),
         "command": shlex.join(
@@ -746,9 +889,14 @@ def main(argv: list[str] | None = None) -> None:
         "router_env": dict(router_env),
         "router_cmd": a.router_cmd,
     }
-    markdown = render(meta, rows, summary)
+    if a.handshakes:
+        summary = summarize_handshakes(rows)
+        markdown = render_handshakes(meta, rows)
+    else:
+        summary = summarize(rows, shapes, targets)
+        markdown = render(meta, rows, summary)
     a.out.mkdir(parents=True, exist_ok=True)
-    stem = a.out / started.strftime("%Y%m%d-%H%M%S")
+    stem = a.out / started.strftime("%Y%m%d-%H%M%S" + ("-handshakes" if a.handshakes else ""))
     stem.with_suffix(".json").write_text(
         json.dumps({"meta": meta, "rows": rows, "summary": summary}, indent=2)
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from websockets.frames import CloseCode
 
 NORMAL = CloseCode.NORMAL_CLOSURE  # 1000
+PROTOCOL_ERROR = CloseCode.PROTOCOL_ERROR  # 1002: a frame RFC 6455 forbids (unmasked, RSV bits)
 UNSUPPORTED_DATA = CloseCode.UNSUPPORTED_DATA  # 1003: a text frame on the binary Yjs protocol
 ABNORMAL = CloseCode.ABNORMAL_CLOSURE  # 1006: never on the wire; the peer vanished
 INVALID_DATA = CloseCode.INVALID_DATA  # 1007: a corrupt Yjs message

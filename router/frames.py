@@ -14,6 +14,8 @@ import os
 import struct
 from dataclasses import dataclass
 
+import httptools
+
 from contract import close_codes as codes
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -30,8 +32,12 @@ class HandshakeError(ValueError):
 class Head:
     """A parsed HTTP/1.1 request or response head."""
 
-    first_line: str
-    headers: tuple[tuple[str, str], ...]
+    method: str  # requests only, as sent ("GET")
+    target: str  # requests only: path and query string, as sent
+    status: int  # responses only
+    reason: str  # responses only: the reason phrase
+    version: str  # "1.1"
+    headers: tuple[tuple[str, str], ...]  # names lowercased, in order, repeated names kept
     size: int  # bytes of the head, including the blank line
 
     def header(self, name: str) -> str | None:
@@ -50,38 +56,92 @@ class Head:
         return self.has_token("upgrade", "websocket") and self.has_token("connection", "upgrade")
 
     @property
-    def target(self) -> str:
-        parts = self.first_line.split(" ")
-        return parts[1] if len(parts) == 3 else ""
-
-    @property
     def path(self) -> str:
         return self.target.partition("?")[0]
 
     @property
-    def status(self) -> int:
-        parts = self.first_line.split(" ", 2)
-        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
+    def first_line(self) -> str:
+        """The request or status line, for logs and refusals."""
+        if self.method:
+            return f"{self.method} {self.target} HTTP/{self.version}"
+        return f"HTTP/{self.version} {self.status} {self.reason}".rstrip()
 
 
-def parse_head(buffer: bytes | bytearray) -> Head | None:
-    """The head at the start of ``buffer``; None if incomplete; HandshakeError if malformed."""
-    end = buffer.find(b"\r\n\r\n")
-    if end < 0:
-        if len(buffer) > MAX_HEAD_BYTES:
-            raise HandshakeError(f"HTTP head larger than {MAX_HEAD_BYTES} bytes")
-        return None
-    text = bytes(buffer[:end]).decode("latin-1")  # HTTP/1.1 heads are octets; any byte decodes
-    first, *lines = text.split("\r\n")
-    headers = []
-    for line in lines:
-        key, sep, value = line.partition(":")
-        if not sep or not key or key != key.strip():
-            raise HandshakeError(f"malformed header line {line[:80]!r}")
-        headers.append((key.lower(), value.strip()))
-    if len(first.split(" ")) < 2:
-        raise HandshakeError(f"malformed first line {first[:80]!r}")
-    return Head(first, tuple(headers), end + 4)
+class HeadReader:
+    """One HTTP/1.1 head, parsed by httptools (llhttp, uvicorn's parser) as its bytes arrive.
+
+    A connection's buffer is handed over after every read; only bytes not seen before are
+    parsed, so a head split over many reads is still parsed once. What follows the head (a
+    request body, the first WebSocket frames) is left to the caller, in its buffer.
+    """
+
+    __slots__ = ("_complete", "_headers", "_parser", "_reason", "_seen", "_url")
+
+    def __init__(self, *, response: bool = False) -> None:
+        self._parser: httptools.HttpRequestParser | httptools.HttpResponseParser | None = (
+            httptools.HttpResponseParser(self) if response else httptools.HttpRequestParser(self)
+        )
+        self._url = bytearray()
+        self._reason = bytearray()
+        self._headers: list[tuple[str, str]] = []
+        self._complete = False
+        self._seen = 0
+
+    # httptools callbacks (values may arrive in pieces when the head is split over reads)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1").strip()))
+
+    def on_headers_complete(self) -> None:
+        self._complete = True
+
+    def read(self, buffer: bytes | bytearray) -> Head | None:
+        """The head at the start of ``buffer``, once; None while incomplete; HandshakeError if
+        it is malformed or grows past MAX_HEAD_BYTES. ``buffer`` may only grow between
+        calls (bytes are appended, none removed)."""
+        parser = self._parser
+        if parser is None:
+            raise RuntimeError("this head was read already")
+        fresh = buffer[self._seen :]
+        self._seen = len(buffer)
+        try:
+            parser.feed_data(fresh)
+        except httptools.HttpParserUpgrade:
+            pass  # the head ended and WebSocket bytes may follow: exactly what we wait for
+        except httptools.HttpParserError as exc:
+            if not self._complete:  # a bad body after a good head is not ours to judge
+                self._parser = None
+                raise HandshakeError(f"malformed HTTP head: {exc}") from None
+        if not self._complete:
+            if len(buffer) > MAX_HEAD_BYTES:
+                self._parser = None
+                raise HandshakeError(f"HTTP head larger than {MAX_HEAD_BYTES} bytes")
+            return None
+        self._parser = None  # the parser holds our callbacks: no cycle left for the GC
+        if isinstance(parser, httptools.HttpRequestParser):
+            method, status = parser.get_method().decode("latin-1"), 0
+        else:
+            method, status = "", parser.get_status_code()
+        return Head(
+            method=method,
+            target=self._url.decode("latin-1"),
+            status=status,
+            reason=self._reason.decode("latin-1"),
+            version=parser.get_http_version(),
+            headers=tuple(self._headers),
+            size=buffer.find(b"\r\n\r\n") + 4,  # llhttp ends every line in CRLF
+        )
+
+
+def parse_head(buffer: bytes | bytearray, *, response: bool = False) -> Head | None:
+    """A whole head at once (tests, one-shot reads); connections use a HeadReader."""
+    return HeadReader(response=response).read(buffer)
 
 
 def accept_key(key: str) -> str:
@@ -90,7 +150,7 @@ def accept_key(key: str) -> str:
 
 def check_client_handshake(head: Head) -> str:
     """The client's Sec-WebSocket-Key if ``head`` is a valid RFC 6455 opening handshake."""
-    if not head.first_line.startswith("GET ") or not head.first_line.endswith(" HTTP/1.1"):
+    if head.method != "GET" or head.version != "1.1":
         raise HandshakeError("a WebSocket handshake is 'GET <path> HTTP/1.1'")
     if head.header("sec-websocket-version") != "13":
         raise HandshakeError("Sec-WebSocket-Version must be 13")
@@ -101,6 +161,21 @@ def check_client_handshake(head: Head) -> str:
     except ValueError:
         raise HandshakeError("Sec-WebSocket-Key must be 16 base64-encoded bytes") from None
     return key
+
+
+def check_upgrade_response(head: Head, accept: str) -> None:
+    """That a worker's 101 completes the upgrade we sent: RFC 6455 §4.1 has a client fail the
+    connection otherwise, and the router is the worker's client. ``accept``: what
+    ``upgrade_request`` (or ``accept_key`` of the key relayed) said to expect."""
+    if not head.has_token("upgrade", "websocket"):
+        raise HandshakeError(f"101 without 'Upgrade: websocket' ({head.header('upgrade')!r})")
+    if not head.has_token("connection", "upgrade"):
+        raise HandshakeError(f"101 without 'Connection: Upgrade' ({head.header('connection')!r})")
+    if head.header("sec-websocket-accept") != accept:
+        raise HandshakeError(
+            f"Sec-WebSocket-Accept {head.header('sec-websocket-accept')!r} does not match"
+            f" the key sent (expected {accept!r})"
+        )
 
 
 def offered_subprotocols(head: Head) -> list[str]:
@@ -202,12 +277,35 @@ class FrameTooLarge(ValueError):
     pass
 
 
+class ProtocolError(ValueError):
+    """A client frame RFC 6455 has a server refuse (close 1002); ``str()`` says which rule."""
+
+
+_OPCODES = frozenset((OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
+
+
 def parse_frame(buffer: bytes | bytearray, max_payload: int) -> Frame | None:
-    """The (unmasked) frame at the start of ``buffer``, or None if it is incomplete."""
+    """The client frame at the start of ``buffer``, unmasked; None while it is incomplete.
+
+    What RFC 6455 §5 has a server refuse is refused from the first two bytes, before any
+    payload is waited for: an unmasked frame, RSV bits (no extension is negotiated), an
+    unknown opcode, a fragmented control frame or one with over 125 bytes of payload.
+    """
     if len(buffer) < 2:
         return None
     b0, b1 = buffer[0], buffer[1]
-    length, offset = b1 & 0x7F, 2
+    opcode, length = b0 & 0x0F, b1 & 0x7F
+    if not b1 & 0x80:
+        raise ProtocolError("client frames must be masked")
+    if b0 & 0x70:
+        raise ProtocolError("RSV bits set, but no extension was negotiated")
+    if opcode not in _OPCODES:
+        raise ProtocolError(f"unknown opcode {opcode:#x}")
+    if opcode >= OP_CLOSE and not b0 & 0x80:
+        raise ProtocolError("fragmented control frame")
+    if opcode >= OP_CLOSE and length > 125:
+        raise ProtocolError("control frame with over 125 bytes of payload")
+    offset = 2
     if length == 126:
         if len(buffer) < 4:
             return None
@@ -218,16 +316,13 @@ def parse_frame(buffer: bytes | bytearray, max_payload: int) -> Frame | None:
         length, offset = struct.unpack_from("!Q", buffer, 2)[0], 10
     if length > max_payload:
         raise FrameTooLarge(f"frame of {length} bytes exceeds the {max_payload}-byte limit")
-    key = b""
-    if b1 & 0x80:
-        if len(buffer) < offset + 4:
-            return None
-        key, offset = bytes(buffer[offset : offset + 4]), offset + 4
+    if len(buffer) < offset + 4:
+        return None
+    key, offset = bytes(buffer[offset : offset + 4]), offset + 4
     end = offset + length
     if len(buffer) < end:
         return None
-    payload = bytes(buffer[offset:end])
-    return Frame(bool(b0 & 0x80), b0 & 0x0F, _unmask(payload, key) if key else payload, end)
+    return Frame(bool(b0 & 0x80), opcode, _unmask(buffer[offset:end], key), end)
 
 
 class FrameCursor:

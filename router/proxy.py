@@ -125,7 +125,13 @@ class Proxy:
 
     async def _handle(self, client: Side) -> None:
         try:
-            head = await self._read_head(client)
+            try:
+                head = await self._read_head(client)
+            except HandshakeError as exc:
+                self.metrics.client_errors.labels("bad_request").inc()
+                client.write(frames.http_error(400, "Bad Request", str(exc)))
+                client.close()
+                return
             if head is None:
                 return
             if not head.is_websocket_upgrade:
@@ -165,23 +171,21 @@ class Proxy:
             log.exception("route_failed")
             client.abort()
 
-    async def _read_head(self, side: Side) -> Head | None:
+    async def _read_head(self, side: Side, *, response: bool = False) -> Head | None:
+        """The head at the start of ``side.buffer``; None if the peer left or took too long.
+
+        A malformed head raises HandshakeError and nothing is written here: a client is
+        answered 400 by the caller, a worker is never written to (its failure is ours).
+        """
+        reader = frames.HeadReader(response=response)
         deadline = time.monotonic() + HEAD_TIMEOUT_S
-        while True:
-            try:
-                head = frames.parse_head(side.buffer)
-            except HandshakeError as exc:
-                self.metrics.client_errors.labels("bad_request").inc()
-                side.write(frames.http_error(400, "Bad Request", str(exc)))
-                side.close()
-                return None
-            if head is not None:
-                return head
+        while (head := reader.read(side.buffer)) is None:
             try:
                 await side.wait_data(deadline - time.monotonic())
             except (TimeoutError, ConnectionError):
                 side.close()
                 return None
+        return head
 
     def _authenticate(self, head: Head) -> Grant | None:
         return self.auth.authenticate(head.target.partition("?")[2], self._offered(head))
@@ -245,15 +249,30 @@ class Proxy:
         self.metrics.upstream_errors.inc()
         log.error("upstream_failed", worker=worker.name, address=worker.address, error=error)
 
-    async def _upstream_head(self, upstream: Side, worker: WorkerInfo) -> Head:
+    async def _upstream_handshake(self, upstream: Side, worker: WorkerInfo, accept: str) -> Head:
+        """The worker's 101 to the upgrade sent to it, checked as a client must (RFC 6455 §4.1);
+        anything else is an upstream failure and Refused with 1013."""
         try:
-            head = await self._read_head(upstream)
-        except HandshakeError:
-            head = None
+            head = await self._read_head(upstream, response=True)
+            error = "no handshake response"
+        except HandshakeError as exc:
+            head, error = None, f"malformed handshake response: {exc}"
         if head is None:
             upstream.close()
-            self._upstream_failed(worker, "no valid handshake response")
+            self._upstream_failed(worker, error)
             raise Refused(codes.TRY_AGAIN, f"worker {worker.name} did not answer; reconnect")
+        if head.status != 101:
+            upstream.close()
+            self._upstream_failed(worker, f"handshake answered {head.first_line!r}")
+            raise _refused_by(worker, head)
+        try:
+            frames.check_upgrade_response(head, accept)
+        except HandshakeError as exc:
+            upstream.close()
+            self._upstream_failed(worker, str(exc))
+            raise Refused(
+                codes.TRY_AGAIN, f"worker {worker.name} answered an invalid handshake; reconnect"
+            ) from None
         return head
 
     async def _route_yjs(self, client: Side, head: Head, session: str) -> None:
@@ -265,22 +284,18 @@ class Proxy:
             return
         request = frames.with_header(client.buffer[: head.size], "X-Forwarded-For", client.peer_ip)
         upstream.write(request)
+        accept = frames.accept_key(frames.check_client_handshake(head))  # checked before routing
         try:
-            response = await self._upstream_head(upstream, worker)
+            response = await self._upstream_handshake(upstream, worker, accept)
         except Refused as refused:
             self._refuse_handshake(client, head, refused)
-            return
-        if response.status != 101:
-            upstream.close()
-            self._upstream_failed(worker, f"handshake answered {response.first_line!r}")
-            self._refuse_handshake(client, head, _refused_by(worker, response))
             return
         del client.buffer[: head.size]  # sent; what the client sent since follows it
         cursor = FrameCursor()
         cursor.feed(bytes(upstream.buffer[response.size :]))
         client.write(upstream.buffer)
         upstream.buffer.clear()
-        relay = Relay(client, upstream, session, worker.name, "yjs")
+        relay = Relay(client, upstream, session, worker.name)
         relay.start(cursor)
         self._register(relay, worker)
 
@@ -300,13 +315,9 @@ class Proxy:
             for name in ("origin", "user-agent", "sec-websocket-protocol"):
                 if (value := head.header(name)) is not None:
                     forwarded += ((name.title(), value),)
-            request, _ = frames.upgrade_request(head.target, worker.address, forwarded)
+            request, accept = frames.upgrade_request(head.target, worker.address, forwarded)
             upstream.write(request)
-            response = await self._upstream_head(upstream, worker)
-            if response.status != 101:
-                upstream.close()
-                self._upstream_failed(worker, f"handshake answered {response.first_line!r}")
-                raise _refused_by(worker, response)
+            response = await self._upstream_handshake(upstream, worker, accept)
         except AuthRefused as exc:
             self._auth_refused(client, exc)
             client.write(frames.text_frame(jmsg.auth_error(exc)))
@@ -317,7 +328,9 @@ class Proxy:
             if refused.code == codes.NORMAL:  # the client closed first; its close was answered
                 client.close()
                 return
-            if refused.code != codes.POLICY:
+            if refused.code == codes.PROTOCOL_ERROR:
+                client.buffer.clear()  # past a bad frame no boundary can be trusted
+            elif refused.code != codes.POLICY:
                 error = jmsg.error(jmsg.SESSION_UNAVAILABLE, refused.reason)
                 client.write(frames.text_frame(error))
             client.write(frames.close_frame(refused.code, refused.reason))
@@ -328,7 +341,7 @@ class Proxy:
         client.write(upstream.buffer[response.size :])
         upstream.buffer.clear()
         upstream.write(join_frames)
-        relay = Relay(client, upstream, session, worker.name, "json")
+        relay = Relay(client, upstream, session, worker.name)
         relay.start(cursor)
         self._register(relay, worker)
 
@@ -342,6 +355,9 @@ class Proxy:
                 frame = frames.parse_frame(client.buffer, limit)
             except frames.FrameTooLarge as exc:
                 raise Refused(codes.TOO_BIG, str(exc)) from None
+            except frames.ProtocolError as exc:
+                self.metrics.client_errors.labels("protocol_error").inc()
+                raise Refused(codes.PROTOCOL_ERROR, str(exc)) from None
             if frame is None:
                 try:
                     await client.wait_data(deadline - time.monotonic())
@@ -358,6 +374,14 @@ class Proxy:
             if frame.opcode == frames.OP_CLOSE:
                 client.write(frames.frame(frames.OP_CLOSE, frame.payload[:2]))
                 raise Refused(codes.NORMAL, "closed by client")
+            if (frame.opcode == frames.OP_CONT) != bool(raw):  # fragments in order (§5.4)
+                self.metrics.client_errors.labels("protocol_error").inc()
+                raise Refused(
+                    codes.PROTOCOL_ERROR,
+                    "new message inside a fragmented one"
+                    if raw
+                    else "continuation frame without a message to continue",
+                )
             raw += wire
             payload += frame.payload
             if len(payload) > limit:

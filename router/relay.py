@@ -143,12 +143,11 @@ class Side(asyncio.Protocol):
 class Relay:
     """A client WebSocket relayed to the worker that owns its session."""
 
-    def __init__(self, client: Side, upstream: Side, session: str, worker: str, protocol: str):
+    def __init__(self, client: Side, upstream: Side, session: str, worker: str):
         self.client = client
         self.upstream = upstream
         self.session = session
         self.worker = worker
-        self.protocol = protocol
         self.closing = False
         self.on_end: Callable[[Relay], None] | None = None
         self._ended = False

@@ -28,7 +28,7 @@ async def wired() -> AsyncIterator[Wires]:
     _, worker_side = await loop.connect_accepted_socket(Side, worker_near)
     client_end = await asyncio.open_connection(sock=client_far)
     worker_end = await asyncio.open_connection(sock=worker_far)
-    relay = Relay(client_side, worker_side, "s", "w-0", "yjs")
+    relay = Relay(client_side, worker_side, "s", "w-0")
     relay.start(frames.FrameCursor())
     try:
         yield Wires(relay, client_end, worker_end)
@@ -40,17 +40,16 @@ async def wired() -> AsyncIterator[Wires]:
 
 
 async def read_frame(reader: asyncio.StreamReader) -> frames.Frame:
-    """Exactly one frame off the stream (what follows stays in the reader)."""
+    """Exactly one unmasked (server) frame off the stream; what follows stays in the reader."""
     head = await asyncio.wait_for(reader.readexactly(2), 5)
+    assert not head[1] & 0x80, "frames towards a client are never masked"
     n = head[1] & 0x7F
-    extra = {126: 2, 127: 8}.get(n, 0) + (4 if head[1] & 0x80 else 0)
+    extra = {126: 2, 127: 8}.get(n, 0)
     head += await reader.readexactly(extra)
-    if n >= 126:
-        n = int.from_bytes(head[2 : 2 + extra - (4 if head[1] & 0x80 else 0)], "big")
-    wire = head + await asyncio.wait_for(reader.readexactly(n), 5)
-    frame = frames.parse_frame(wire, 1 << 24)
-    assert frame is not None and frame.size == len(wire)
-    return frame
+    if extra:
+        n = int.from_bytes(head[2:], "big")
+    payload = await asyncio.wait_for(reader.readexactly(n), 5)
+    return frames.Frame(bool(head[0] & 0x80), head[0] & 0x0F, payload, len(head) + n)
 
 
 class TestRelay:

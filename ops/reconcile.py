@@ -278,11 +278,19 @@ async def progress_drains(
         row = seen.rows.get(worker)
         namespace = seen.alive[worker]["metadata"]["namespace"]
         if row is None or row.get("state") == "down":
-            # Not serving (never started, or crashed): it holds no session a router can reach.
-            # Should it be alive after all (a missed health check), deleting its Pod still
-            # drains it: the preStop hook hands its sessions off before SIGTERM.
-            await kube.delete(pods_path(namespace, worker))
-            report.event("WorkerDeleted", f"{worker} was not serving; deleted its Pod")
+            phase = (seen.alive[worker].get("status") or {}).get("phase")
+            if phase != "Running":
+                # Kubernetes says nothing runs there (still pending, never started): there is
+                # nothing to drain.
+                await kube.delete(pods_path(namespace, worker))
+                report.event("WorkerDeleted", f"{worker} never ran; deleted its Pod")
+            elif now - parse_iso(record["since"]) >= spec.drain_timeout_s:
+                # Running, but no router reaches it (restarting, a partition): it may hold
+                # sessions, so it is not deleted; the drain is asked for again once it answers.
+                record["attempts"] = int(record.get("attempts", 0)) + 1
+                record["since"] = iso(now)
+                record["lastError"] = f"{worker} is running but no router reaches it"
+                report.event("DrainTimedOut", record["lastError"], warning=True)
             continue
         if row.get("state") != "draining":
             try:

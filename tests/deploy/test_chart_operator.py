@@ -11,6 +11,7 @@ import math
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
 from ops.collabpool import (
     API_VERSION,
@@ -23,6 +24,7 @@ from ops.collabpool import (
 )
 from ops.operator import RBAC_RULES
 from tests.deploy.chart_support import (
+    CHART_DIR,
     CLUSTER_DOMAIN,
     KUBE_VERSION,
     NAMESPACE,
@@ -93,9 +95,15 @@ def pod_of(rendered: Rendered, name: str = f"{POOL}-x7k2p") -> Obj:
     return worker_pod(pool, PoolSpec.parse(pool["spec"]), name)
 
 
-def crd_schema(rendered: Rendered) -> Obj:
-    [crd] = rendered.all("CustomResourceDefinition")
-    [version] = crd["spec"]["versions"]
+def crd() -> Obj:
+    """The CRD from the chart's crds/ (Helm installs it before the templates; not rendered)."""
+    [path] = sorted((CHART_DIR / "crds").glob("*.yaml"))
+    loaded: Obj = yaml.safe_load(path.read_text())
+    return loaded
+
+
+def crd_schema() -> Obj:
+    [version] = crd()["spec"]["versions"]
     schema: Obj = version["schema"]["openAPIV3Schema"]
     return schema
 
@@ -112,7 +120,7 @@ def test_every_object_is_valid_kubernetes_and_the_pool_matches_its_crd(
     _, rendered = case
     for obj in rendered.objects:
         if obj["kind"] == KIND:
-            jsonschema.validate(obj, crd_schema(rendered))
+            jsonschema.validate(obj, crd_schema())
         elif obj["kind"] not in ("ServiceMonitor", "PrometheusRule"):
             kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
     # What the operator makes from the pool is valid too.
@@ -126,7 +134,6 @@ def test_operator_mode_objects() -> None:
     rendered = render()
     names = set(rendered.names())
     assert {
-        ("CustomResourceDefinition", f"{PLURAL}.{GROUP}"),
         (KIND, POOL),
         ("Deployment", OPERATOR),
         ("ServiceAccount", OPERATOR),
@@ -140,15 +147,15 @@ def test_operator_mode_objects() -> None:
     )
     assert not kinds & {"HorizontalPodAutoscaler", "ScaledObject", "ClusterRole"}
     statefulset = render({"worker": {"mode": "statefulset"}})
-    assert not {k for k, _ in statefulset.names()} & {KIND, "CustomResourceDefinition", "Role"}
-    no_crd = render({"operator": {"installCRD": False}})
-    assert no_crd.all("CustomResourceDefinition") == [] and no_crd.all(KIND)
+    assert not {k for k, _ in statefulset.names()} & {KIND, "Role"}
 
 
-def test_the_crd_is_what_the_operator_reads() -> None:
-    [crd] = render().all("CustomResourceDefinition")
-    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    spec = crd["spec"]
+def test_the_crd_is_valid_and_what_the_operator_reads() -> None:
+    definition = crd()
+    kubernetes_validate.validate(definition, KUBE_VERSION, strict=True)
+    assert definition["metadata"]["name"] == f"{PLURAL}.{GROUP}"
+    assert "{{" not in (CHART_DIR / "crds").joinpath(f"{PLURAL}.{GROUP}.yaml").read_text()
+    spec = definition["spec"]
     assert (spec["group"], spec["names"]["kind"], spec["names"]["plural"]) == (GROUP, KIND, PLURAL)
     assert spec["scope"] == "Namespaced"
     [version] = spec["versions"]

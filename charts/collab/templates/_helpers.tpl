@@ -211,8 +211,3 @@ prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
 
-{{/* The schema of a {name, key} Secret reference in the CRD, indented by the given amount. */}}
-{{- define "collab.secretRefSchema" -}}
-{{- $schema := dict "type" "object" "required" (list "name" "key") "properties" (dict "name" (dict "type" "string" "minLength" 1) "key" (dict "type" "string" "minLength" 1)) }}
-{{- toYaml $schema | nindent (int .) }}
-{{- end }}

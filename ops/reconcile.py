@@ -146,7 +146,8 @@ async def reconcile(
     try:
         spec = PoolSpec.parse(pool.get("spec") or {})
     except SpecError as exc:
-        report.event("InvalidSpec", str(exc), warning=True)
+        if _degraded_before(status) != ("InvalidSpec", str(exc)):  # once, not every round
+            report.event("InvalidSpec", str(exc), warning=True)
         report.status["conditions"] = conditions(status, now, degraded=("InvalidSpec", str(exc)))
         return report
 
@@ -170,7 +171,8 @@ async def reconcile(
         desired = int(previous if previous is not None else spec.min_workers)
         desired = min(spec.max_workers, max(spec.min_workers, desired))
         error = f"cannot read the workers from the router: {seen.read_error}"
-        report.event("RoundSkipped", error, warning=True)
+        if status.get("lastRoundError") != error:  # once per outage, not every round
+            report.event("RoundSkipped", error, warning=True)
         report.status["lastRoundError"] = error
         missing = max(0, desired - len(members))
         step_reason = f"router unreadable; replacing {missing} missing worker(s)"
@@ -340,6 +342,13 @@ def _progress(
         return "Draining", ", ".join(d["worker"] for d in drains)
     if counts["starting"] or counts["ready"] < desired:
         return "ScalingUp", f"{counts['ready']} of {desired} workers ready"
+    return None
+
+
+def _degraded_before(status: Mapping[str, Any]) -> tuple[str, str] | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Degraded" and condition.get("status") == "True":
+            return str(condition.get("reason")), str(condition.get("message"))
     return None
 
 

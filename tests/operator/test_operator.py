@@ -266,7 +266,32 @@ async def test_a_round_that_cannot_read_the_router_is_skipped_and_reported(
         assert len(await c.pods()) == 2 and not (await c.status())["drains"]
         # The operator itself is alive (the Deployment's liveness probe asks this endpoint).
         async with httpx.AsyncClient() as http:
-            assert (await http.get(c.liveness, timeout=10)).status_code == 200
+            with anyio.fail_after(20):
+                while True:
+                    try:
+                        if (await http.get(c.liveness, timeout=5)).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    await anyio.sleep(0.2)
+
+
+async def test_an_invalid_spec_is_reported_once_and_nothing_is_made(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    async with cluster(
+        tmp_path, s3_server, f"op-{uuid.uuid4().hex[:12]}", minWorkers=3, maxWorkers=2
+    ) as c:
+        status = await c.wait_status(lambda s: bool(s.get("conditions")), 30, "conditions")
+        degraded = {x["type"]: x for x in status["conditions"]}["Degraded"]
+        assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+        assert degraded["message"] == "spec.minWorkers (3) is above spec.maxWorkers (2)"
+        await c.wait_event("InvalidSpec: spec.minWorkers (3) is above")
+        await anyio.sleep(1.5)  # more rounds: the same Event is not posted again
+        assert [r for r in await c.reasons() if r.startswith("InvalidSpec")] == [
+            "InvalidSpec: spec.minWorkers (3) is above spec.maxWorkers (2)"
+        ]
+        assert await c.pods() == {}
 
 
 @pytest.mark.slow

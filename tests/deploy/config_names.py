@@ -44,13 +44,6 @@ def _asked(build: Callable[[Mapping[str, str]], object], values: Mapping[str, st
     return env.asked
 
 
-# Set on every worker Pod (from status.podIP) for session ownership, which is landing in the
-# worker at the same time (worker/settings.py reads it there): accepted here so that the chart
-# does not depend on the order the two changes are committed in. Once the worker reads it, this
-# adds nothing.
-ADVERTISED = frozenset({"ADVERTISE_HOST"})
-
-
 @cache
 def worker_env_names() -> frozenset[str]:
     """Every variable ``collab worker`` reads (storage through S3 and through the local store)."""
@@ -59,7 +52,7 @@ def worker_env_names() -> frozenset[str]:
         Settings.from_env,
         {"MINIO_ENDPOINT": "minio", "MINIO_ACCESS_KEY": "k", "MINIO_SECRET_KEY": "s"},
     )
-    return frozenset(local | s3) | ADVERTISED
+    return frozenset(local | s3)
 
 
 @cache

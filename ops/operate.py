@@ -80,6 +80,8 @@ SESSION_COLUMNS = (
     ("docs", "DOCS"),
     ("lastActivityAgo", "LAST ACTIVITY"),
     ("users", "USERS"),
+    ("epoch", "EPOCH"),
+    ("ownedSince", "OWNED SINCE"),
 )
 
 
@@ -117,13 +119,15 @@ def locate(
     router: RouterOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The worker that owns a session on the ring, and whether it is live there now."""
+    """Where a session lives: the ring's owner, the ownership record in storage (holder,
+    epoch, since; it decides when they differ) and the workers it is live on now."""
 
     _valid_session("locate", session)
 
     async def command(client: AdminClient) -> int:
         row = await client.locate(session)
         columns = [("sessionId", "SESSION"), ("owner", "OWNER"), ("address", "ADDRESS")]
+        columns += [("holder", "HOLDER"), ("epoch", "EPOCH"), ("ownedSince", "OWNED SINCE")]
         columns += [("live", "LIVE"), ("liveOn", "LIVE ON")]
         emit([row], columns, as_json=as_json)
         return 0

@@ -7,6 +7,7 @@ membership, the ring and the connections it relays. So any router answers the sa
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -20,6 +21,7 @@ from starlette.routing import Route
 
 from contract.admin_token import Endpoint, require_admin
 from contract.ids import validate_session_id
+from contract.routing import MISDIRECTED
 
 from .http_state import HttpState, http_state
 from .membership import WorkerInfo, describe_error
@@ -160,17 +162,45 @@ async def admin_locate(request: Request) -> Response:
     if (invalid := invalid_session(session)) is not None:
         return invalid
     owner = h.membership.owner(session)
-    holders = sorted(info.name for info in await live_on(h, session))
+    live, record = await asyncio.gather(live_on(h, session), ownership_record(h, session))
+    holders = sorted(info.name for info in live)
     return JSONResponse(
         {
             "sessionId": session,
+            # The ring's proposal (what a client of this router is sent to first) ...
             "owner": owner.name if owner else None,
             "address": owner.address if owner else None,
             "live": bool(owner and owner.name in holders),
             "liveOn": holders,
             "connectionsViaThisRouter": len(h.proxy.live.get(session, ())),
+            # ... and the ownership record in storage, which decides (worker/ownership.py).
+            **record,
         }
     )
+
+
+async def ownership_record(h: HttpState, session: str) -> dict[str, Any]:
+    """The session's owner record as a worker reads it from storage (the ring's owner, else
+    any worker that answers): holder, its address, epoch, since, released."""
+    ring = h.membership.owner(session)
+    candidates = [ring] if ring is not None else []
+    candidates += [i for i in h.membership.ring.values() if i is not ring]
+    error = "no worker is ready to read it"
+    for info in candidates:
+        status, body, failure = await worker_call(
+            h, info, "GET", f"/admin/sessions/{quote(session)}/ownership"
+        )
+        if status == 200 and body is not None:
+            record = body.get("record") or {}
+            return {
+                "holder": record.get("holder"),
+                "holderAddress": record.get("address"),
+                "epoch": record.get("epoch"),
+                "ownedSince": record.get("since"),
+                "released": record.get("released"),
+            }
+        error = failure or f"{info.name} answered HTTP {status}"
+    return {"holder": None, "recordError": error}
 
 
 async def admin_commit(request: Request) -> Response:
@@ -186,9 +216,13 @@ async def admin_commit(request: Request) -> Response:
             {"error": "no worker is ready to load the session; retry shortly"},
             status_code=503,
         )
-    status, body, error = await worker_call(
-        h, target, "POST", f"/admin/sessions/{quote(session)}/commit"
-    )
+    path = f"/admin/sessions/{quote(session)}/commit"
+    status, body, error = await worker_call(h, target, "POST", path)
+    holder = h.membership.find(str((body or {}).get("holder")))
+    if status == MISDIRECTED and holder is not None and holder is not target:
+        # Another live worker owns it (the ring proposed a different one): commit there.
+        target = holder
+        status, body, error = await worker_call(h, target, "POST", path)
     if status == 0:
         return unreachable(target, error)
     return JSONResponse(body or {}, status_code=status)

@@ -108,6 +108,9 @@ class Membership:
         name = ring.owner(session, self.ring)
         return None if name is None else self.ring[name]
 
+    def knows(self, info: WorkerInfo) -> bool:
+        return self.workers.get((info.host, info.port)) is info
+
     def find(self, name: str) -> WorkerInfo | None:
         for info in self.workers.values():
             if name in (info.id, info.address):

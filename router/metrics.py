@@ -30,6 +30,11 @@ class RouterMetrics:
             "Live sessions whose owner changed and whose clients were sent to the new owner",
             registry=r,
         )
+        self.redirects = Counter(
+            "collab_router_redirects_total",
+            "Connections sent to a session's recorded owner instead of the ring's proposal",
+            registry=r,
+        )
         self.client_errors = Counter(
             "collab_router_client_errors_total",
             "Client connections refused before routing (bad handshake, bad first message, auth)",

@@ -33,8 +33,9 @@ from contract import close_codes as codes
 from contract import json_protocol as jmsg
 from contract.admin_token import sending_token
 from contract.auth import Authenticator, AuthRefused, Grant
+from contract.routing import MISDIRECTED, ROUTER_HEADER, SESSION_HEADER, OwnerHint
 
-from . import frames
+from . import frames, ring
 from .frames import FrameCursor, HandshakeError, Head
 from .membership import Membership, WorkerInfo, describe_error
 from .metrics import RouterMetrics
@@ -45,6 +46,9 @@ log = structlog.get_logger("router.proxy")
 
 HEAD_TIMEOUT_S = 10.0
 JOIN_TIMEOUT_S = 60.0
+# A worker answers the upgrade once it has claimed and loaded the session, which may wait for an
+# unreachable previous owner's lease to run out (worker/ownership.py): longer than a client's.
+UPSTREAM_HEAD_TIMEOUT_S = 30.0
 
 
 class Refused(Exception):
@@ -178,7 +182,7 @@ class Proxy:
         answered 400 by the caller, a worker is never written to (its failure is ours).
         """
         reader = frames.HeadReader(response=response)
-        deadline = time.monotonic() + HEAD_TIMEOUT_S
+        deadline = time.monotonic() + (UPSTREAM_HEAD_TIMEOUT_S if response else HEAD_TIMEOUT_S)
         while (head := reader.read(side.buffer)) is None:
             try:
                 await side.wait_data(deadline - time.monotonic())
@@ -235,7 +239,7 @@ class Proxy:
         except (OSError, TimeoutError) as exc:
             error = describe_error(exc)
             self._upstream_failed(worker, error)
-            if isinstance(exc, ConnectionRefusedError):
+            if isinstance(exc, ConnectionRefusedError) and self.membership.knows(worker):
                 # Nothing listens there: take it off the ring now, so the client's reconnect
                 # reaches the next owner without waiting for the next health round.
                 self.membership.mark_down(worker, error)
@@ -249,9 +253,8 @@ class Proxy:
         self.metrics.upstream_errors.inc()
         log.error("upstream_failed", worker=worker.name, address=worker.address, error=error)
 
-    async def _upstream_handshake(self, upstream: Side, worker: WorkerInfo, accept: str) -> Head:
-        """The worker's 101 to the upgrade sent to it, checked as a client must (RFC 6455 §4.1);
-        anything else is an upstream failure and Refused with 1013."""
+    async def _upstream_head(self, upstream: Side, worker: WorkerInfo) -> Head:
+        """The worker's answer to the upgrade sent to it; Refused (1013) if there is none."""
         try:
             head = await self._read_head(upstream, response=True)
             error = "no handshake response"
@@ -261,6 +264,11 @@ class Proxy:
             upstream.close()
             self._upstream_failed(worker, error)
             raise Refused(codes.TRY_AGAIN, f"worker {worker.name} did not answer; reconnect")
+        return head
+
+    def _check_switch(self, upstream: Side, worker: WorkerInfo, head: Head, accept: str) -> None:
+        """A 101 checked as a client must (RFC 6455 §4.1); anything else is an upstream
+        failure and Refused with 1013."""
         if head.status != 101:
             upstream.close()
             self._upstream_failed(worker, f"handshake answered {head.first_line!r}")
@@ -273,20 +281,53 @@ class Proxy:
             raise Refused(
                 codes.TRY_AGAIN, f"worker {worker.name} answered an invalid handshake; reconnect"
             ) from None
-        return head
+
+    async def _open_upstream(
+        self, session: str, request_for: Callable[[WorkerInfo], tuple[bytes, str]]
+    ) -> tuple[Side, Head, WorkerInfo, WorkerInfo]:
+        """Connects to the session's owner: (the worker's side, its 101, the worker, the ring's
+        proposal).
+
+        The ring only proposes. A worker that does not own the session answers 421 naming the
+        live owner (contract/routing.py, worker/ownership.py), and the request goes there
+        instead, once; this router's membership says how to reach that worker when it knows
+        it, else the address the owner advertises.
+        """
+        proposed = worker = await self._owner(session)
+        for hop in (1, 2):
+            upstream = await self._connect(worker)
+            request, accept = request_for(worker)
+            upstream.write(request)
+            head = await self._upstream_head(upstream, worker)
+            if head.status == MISDIRECTED and hop == 1:
+                upstream.close()
+                hint = OwnerHint.from_headers(head.header)
+                if hint is None:
+                    self._upstream_failed(worker, "421 without a valid owner")
+                    raise _refused_by(worker, head)
+                self.metrics.redirects.inc()
+                known = self.membership.find(hint.worker)
+                worker = known if known is not None else WorkerInfo(*hint.host_port, id=hint.worker)
+                log.info(
+                    "redirected",
+                    session=session,
+                    proposed=proposed.name,
+                    owner=hint.worker,
+                    epoch=hint.epoch,
+                )
+                continue
+            self._check_switch(upstream, worker, head, accept)
+            return upstream, head, worker, proposed
+        raise Refused(codes.TRY_AGAIN, "the session's owner moved again; reconnect")
 
     async def _route_yjs(self, client: Side, head: Head, session: str) -> None:
-        try:
-            worker = await self._owner(session)
-            upstream = await self._connect(worker)
-        except Refused as refused:
-            self._refuse_handshake(client, head, refused)
-            return
         request = frames.with_header(client.buffer[: head.size], "X-Forwarded-For", client.peer_ip)
-        upstream.write(request)
+        request = frames.with_header(request, ROUTER_HEADER, self.settings.router_id)
         accept = frames.accept_key(frames.check_client_handshake(head))  # checked before routing
         try:
-            response = await self._upstream_handshake(upstream, worker, accept)
+            upstream, response, worker, proposed = await self._open_upstream(
+                session, lambda _: (request, accept)
+            )
         except Refused as refused:
             self._refuse_handshake(client, head, refused)
             return
@@ -297,7 +338,7 @@ class Proxy:
         upstream.buffer.clear()
         relay = Relay(client, upstream, session, worker.name)
         relay.start(cursor)
-        self._register(relay, worker)
+        self._register(relay, worker, proposed)
 
     async def _route_json(self, client: Side, head: Head) -> None:
         key = frames.check_client_handshake(head)  # checked before routing
@@ -309,15 +350,18 @@ class Proxy:
             if grant is not None:
                 grant.check_user(user)
                 grant.check_session(session)
-            worker = await self._owner(session)
-            upstream = await self._connect(worker)
-            forwarded: tuple[tuple[str, str], ...] = (("X-Forwarded-For", client.peer_ip),)
+            forwarded: tuple[tuple[str, str], ...] = (
+                ("X-Forwarded-For", client.peer_ip),
+                (ROUTER_HEADER, self.settings.router_id),
+                (SESSION_HEADER, session),  # the worker claims it before accepting
+            )
             for name in ("origin", "user-agent", "sec-websocket-protocol"):
                 if (value := head.header(name)) is not None:
                     forwarded += ((name.title(), value),)
-            request, accept = frames.upgrade_request(head.target, worker.address, forwarded)
-            upstream.write(request)
-            response = await self._upstream_handshake(upstream, worker, accept)
+            upstream, response, worker, proposed = await self._open_upstream(
+                session,
+                lambda w: frames.upgrade_request(head.target, w.address, forwarded),
+            )
         except AuthRefused as exc:
             self._auth_refused(client, exc)
             client.write(frames.text_frame(jmsg.auth_error(exc)))
@@ -343,7 +387,7 @@ class Proxy:
         upstream.write(join_frames)
         relay = Relay(client, upstream, session, worker.name)
         relay.start(cursor)
-        self._register(relay, worker)
+        self._register(relay, worker, proposed)
 
     async def _read_join(self, client: Side) -> tuple[str, str, bytes]:
         """Reads messages until a valid join: (session id, user id, the join's frames)."""
@@ -421,13 +465,15 @@ class Proxy:
 
     # --- live sessions and hand-off ------------------------------------------------------------
 
-    def _register(self, relay: Relay, worker: WorkerInfo) -> None:
+    def _register(self, relay: Relay, worker: WorkerInfo, proposed: WorkerInfo) -> None:
+        """``proposed``: the ring's owner when routing began (``worker`` differs from it when
+        the session's recorded owner is another worker)."""
         self.live.setdefault(relay.session, set()).add(relay)
         relay.on_end = self._unregister
         self.metrics.connections_active.inc()
         self.metrics.routed.labels(worker.name).inc()
         owner = self.membership.owner(relay.session)
-        if owner is not None and owner.name != worker.name:
+        if owner is not None and owner.name != proposed.name and owner.name != worker.name:
             # The ring changed while this connection was being set up.
             self._start_handoff(relay.session, worker.name, owner.name)
 
@@ -440,10 +486,14 @@ class Proxy:
                 del self.live[relay.session]
 
     def ring_changed(self, before: tuple[str, ...], after: tuple[str, ...]) -> None:
+        """Hands off the live sessions whose owner on the ring changed (only those: a session
+        relayed to its recorded owner, which the ring did not propose, stays where it is)."""
         for session, relays in list(self.live.items()):
             owner = self.membership.owner(session)
             if owner is None:
                 continue  # nowhere to send them; their connections end with their worker
+            if ring.owner(session, before) == owner.name:
+                continue
             for old in {r.worker for r in relays if r.worker != owner.name}:
                 self._start_handoff(session, old, owner.name)
 

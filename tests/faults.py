@@ -3,8 +3,9 @@
 Put it between two real processes (a worker and its storage, a router and a worker) and
 ``cut()`` it to partition them:
 
-- ``"blackhole"`` (a real partition): bytes stop flowing both ways on open connections, and new
-  connections are accepted but never forwarded, so the other side sees timeouts, not errors;
+- ``"blackhole"`` (a partition): bytes stop flowing both ways on open connections, so their
+  requests time out; new connections are refused (a proxy in user space cannot drop a SYN, and
+  a connection it accepted but never forwarded would hang far longer than a real connect);
 - ``"refuse"``: open connections are reset and new ones refused (nothing listens any more).
 
 ``heal()`` closes whatever the cut left hanging (those peers reconnect) and forwards again.
@@ -51,10 +52,10 @@ class TcpProxy:
 
     async def cut(self, mode: Mode = "blackhole") -> None:
         self.cut_mode = mode
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if mode == "refuse":
-            if self._server is not None:
-                self._server.close()
-                self._server = None
             self._drop_all(reset=True)
 
     async def heal(self) -> None:

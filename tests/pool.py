@@ -130,11 +130,18 @@ async def pool(
     env: dict[str, str] | None = None,
     *,
     health_interval_ms: int = 200,
+    worker_env: dict[str, dict[str, str]] | None = None,
     **router: Any,
 ) -> AsyncIterator[Pool]:
+    """``worker_env``: more environment for some workers, by name (e.g. one worker's storage
+    through a proxy). ``Pool.addresses`` is what the router resolves each round: a test may
+    replace a worker's entry (a proxy in front of it) while the pool runs."""
     env = env if env is not None else {"STORAGE_DIR": str(tmp / "storage")}
     names = [f"w-{i}" for i in range(workers)]
-    started = await asyncio.gather(*(start_worker(tmp, env, n) for n in names))
+    extra = worker_env or {}
+    started = await asyncio.gather(
+        *(start_worker(tmp, {**env, **extra.get(n, {})}, n) for n in names)
+    )
     addresses = [("127.0.0.1", w.port) for w in started]
 
     async def resolve(name: str, port: int) -> list[tuple[str, int]]:

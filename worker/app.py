@@ -65,10 +65,13 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         raw = store if store is not None else store_for(settings.storage)
+        # Leases and owner records get a lane of their own (same backend, own connections).
+        lane = store if store is not None else store_for(settings.storage)
         session_store = SessionStore(
             InstrumentedStore(raw, metrics.storage_request), settings.worker_id
         )
-        manager = SessionManager(settings, session_store, metrics)
+        coordination = InstrumentedStore(lane, metrics.storage_request)
+        manager = SessionManager(settings, session_store, metrics, coordination)
         state = WorkerState(settings, metrics, session_store, manager)
         app.state.worker = state
         log.info(
@@ -106,6 +109,7 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
             if store is None:
                 with anyio.CancelScope(shield=True):
                     await raw.aclose()
+                    await lane.aclose()
             log.info("worker_stopped", worker=settings.worker_id)
 
     def worker(request: Request) -> WorkerState:

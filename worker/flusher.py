@@ -29,7 +29,10 @@ log = structlog.get_logger("worker.flusher")
 Job = Callable[[], Coroutine[Any, Any, None]]
 
 _MAX_BACKOFF_S = 30.0
-_PARALLEL_FLUSHES = 32
+# At most this many sessions are written at once (the periodic flush and the prompt ones for
+# waiting acknowledgements together), so a burst of writes leaves storage connections free for
+# loads and never queues up without bound.
+_PARALLEL_FLUSHES = 16
 
 
 class StorageHealth:
@@ -94,6 +97,7 @@ class Flusher:
         self.lease_valid = lease_valid
         self._state: defaultdict[str, _FlushState] = defaultdict(_FlushState)
         self._soon: set[str] = set()  # sessions with a prompt flush scheduled
+        self._limiter = anyio.CapacityLimiter(_PARALLEL_FLUSHES)
 
     def forget(self, session_id: str) -> None:
         self._state.pop(session_id, None)
@@ -176,8 +180,9 @@ class Flusher:
         self._soon.add(session.id)
 
         async def write() -> None:
-            self._soon.discard(session.id)
-            await self.flush(session)
+            async with self._limiter:
+                self._soon.discard(session.id)
+                await self.flush(session)
 
         spawn(write)
 
@@ -230,10 +235,9 @@ class Flusher:
             ):
                 due.append(s)
         if due:
-            limiter = anyio.CapacityLimiter(_PARALLEL_FLUSHES)
 
             async def one(s: Session) -> None:
-                async with limiter:
+                async with self._limiter:
                     await self.flush(s)
 
             async with anyio.create_task_group() as tg:

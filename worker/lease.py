@@ -165,6 +165,7 @@ class Lease:
                 self.worker_id, record, None if found is None else found[1]
             )
         if version is None:
+            log.warning("lease_renewal_lost_race", fix="give every worker its own WORKER_ID")
             return False
         self._version = version
         return True

@@ -34,7 +34,7 @@ from .ownership import Claim, ClaimFailed, Ownership
 from .peers import PeerAnswer, Peers
 from .session import Session
 from .settings import Settings
-from .storage import CorruptObject, SessionMeta, SessionStore, StorageError
+from .storage import CorruptObject, SessionMeta, SessionStore, StorageError, Store
 from .storage.ownership import OwnershipStore
 
 log = structlog.get_logger("worker.manager")
@@ -56,14 +56,24 @@ _LOADER_HOLD_S = 1.0
 
 
 class SessionManager:
-    def __init__(self, settings: Settings, store: SessionStore, metrics: WorkerMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SessionStore,
+        metrics: WorkerMetrics,
+        coordination: Store | None = None,
+    ) -> None:
+        """``coordination``: the store leases and owner records go through; by default the
+        sessions' own. The app gives it a separate instance of the same backend, so that a
+        burst of session writes never queues the lease renewal behind it (a starved renewal
+        would fence a healthy worker)."""
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self.sessions: dict[str, Session] = {}
         self._loading: dict[str, asyncio.Task[Session]] = {}
         self.health = StorageHealth()
-        records = OwnershipStore(store.store)
+        records = OwnershipStore(coordination if coordination is not None else store.store)
         self.lease = Lease(
             records,
             settings.worker_id,

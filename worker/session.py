@@ -468,4 +468,6 @@ class Session:
             "users": sorted(self.users),
             "epoch": self.claim.epoch if self.claim is not None else None,
             "ownedSince": self.claim.record.since if self.claim is not None else None,
+            # Serving (edits accepted), or only finishing its writes before it leaves.
+            "state": "fenced" if self.fenced else "leaving" if self.moving else "live",
         }

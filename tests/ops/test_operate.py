@@ -72,6 +72,7 @@ class TestReadingThePool:
                 zip(sessions, NAMES, strict=True)
             )
             assert all(r["clients"] == 1 for r in listed)
+            assert all(r["epoch"] == 1 and r["ownedSince"] for r in listed)
             one = await cli(p, "sessions", "--worker", "w-1")
             assert header(one)[:2] == ["SESSION", "WORKER"]
             assert [line.split()[0] for line in one.stdout.splitlines()[1:]] == [sessions[1]]
@@ -79,9 +80,16 @@ class TestReadingThePool:
             located = json_lines(await cli(p, "locate", sessions[2], "--json"))[0]
             assert located["owner"] == "w-2" and located["live"] is True
             assert located["liveOn"] == ["w-2"]
+            # The ownership record beside the ring's answer: holder, epoch, since.
+            assert (located["holder"], located["epoch"]) == ("w-2", 1)
+            assert located["holderAddress"] == p.router.membership.find("w-2").address
+            assert located["ownedSince"] and located["released"] is False
             cold = json_lines(await cli(p, "locate", "never-opened", "--json"))[0]
             assert cold["owner"] == p.owner("never-opened") and cold["live"] is False
-            assert "OWNER" in header(await cli(p, "locate", "never-opened"))
+            assert cold["holder"] is None and "recordError" not in cold
+            assert header(await cli(p, "locate", "never-opened"))[:6] == [
+                "SESSION", "OWNER", "ADDRESS", "HOLDER", "EPOCH", "OWNED",
+            ]
 
     async def test_status_is_one_screen_and_json(self, tmp_path: Path) -> None:
         async with pool(tmp_path, 2) as p, JsonClient.connect(p.url) as j:

@@ -130,11 +130,16 @@ class HandOff:
         while True:
             if await manager.flusher.flush(session, with_log=True) and not session.dirty:
                 session.moving = True
+                # Released before its clients are sent away, so their reconnects find the
+                # session free for the next owner at once.
+                await manager.release(session)
                 break
             if time.monotonic() >= deadline:
                 break
             await anyio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         session.close_clients(codes.RESTART, f"{why}; reconnect")
+        if not session.moving:
+            session.fail_waiters("not stored: storage refused the write while the session left")
         if session.moving:
             await manager.save_meta(session)
             manager.forget(session)

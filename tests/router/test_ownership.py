@@ -85,6 +85,13 @@ async def watching(workers: dict[str, WorkerProcess], session: str) -> AsyncIter
     assert watch.splits == [], f"session live on two workers: {watch.splits}"
 
 
+def report(fault: str, **since: float) -> None:
+    """One line for docs/reliability.md: seconds since each given moment (or the figure)."""
+    now = time.monotonic()
+    figures = {k: round(v if k.endswith("_s") else now - v, 2) for k, v in since.items()}
+    print(f"RELIABILITY {fault}: {figures}")
+
+
 def router_settings(workers: list[tuple[str, int]], **kw: Any) -> RouterSettings:
     base: dict[str, Any] = dict(
         host="127.0.0.1",
@@ -159,10 +166,12 @@ class TestRoutersThatDisagree:
                     assert await live_on(p, session) == ["w-0"]
                     assert (await via_b.dump())["text"] == "B before. "  # not served meanwhile
                     await to_w0.heal()
+                    healed = time.monotonic()
                     for editor in (via_a, via_b):
                         await editor.wait(
                             expect_contains=["B before. ", "A during. "], timeout_ms=15_000
                         )
+                    report("router cut off from the owner", converged_after_heal=healed)
                     assert await live_on(p, session) == ["w-0"]
 
 
@@ -208,6 +217,7 @@ class TestFaultsUnderLiveEditing:
                     expect_contains=["typed before. ", "typed while w-0 sleeps. ", "typed after. "]
                 )
             assert moved_after < 2 + 5, moved_after  # the lease (2 s) and detection, not more
+            report("owner paused (SIGSTOP), 2 s lease", edits_again_after_s=moved_after)
             async with JsonClient.connect(p.url) as check:
                 await check.join(session, "check")
                 for path in acked:
@@ -233,9 +243,11 @@ class TestFaultsUnderLiveEditing:
                     await j.join(session, "jay")
                     await j.file_op(type="create", path="kept.txt", content="acknowledged")
                     await to_storage.cut("blackhole")
+                    cut_at = time.monotonic()
                     await p.wait_ring({"w-1"}, timeout=10)  # w-0 fenced itself: off the ring
                 async with JsonClient.connect(p.url) as j2:
                     joined = await j2.join(session, "jay")
+                    report("owner cut off from storage, 2 s lease", served_again=cut_at)
                     assert joined["containerId"] == "w-1"
                     assert await j2.get_file("kept.txt") == "acknowledged"
                     await j2.file_op(type="create", path="after.txt", content="on w-1")
@@ -277,6 +289,7 @@ class TestFaultsUnderLiveEditing:
                     async with JsonClient.connect(p.url) as j:
                         await j.join(session, "jay")  # a live client on w-0 again
                         await to_w0.cut("refuse")
+                        cut_at = time.monotonic()
                     await p.wait_ring({"w-1"}, timeout=10)
 
                     async def served_by_w1() -> dict[str, Any] | None:
@@ -286,5 +299,6 @@ class TestFaultsUnderLiveEditing:
                             return joined if content == "acknowledged" else None
 
                     joined = await eventually(served_by_w1, 10, "the session served by w-1")
+                    report("owner cut off from the routers", served_again=cut_at)
                     assert joined["containerId"] == "w-1"
                     assert await session_on(w0, session) is None

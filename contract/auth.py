@@ -81,10 +81,27 @@ def _when(timestamp: object) -> str:
 
 @dataclass(frozen=True)
 class Grant:
-    """What a valid token allows: one user, some sessions (or all)."""
+    """What a valid token allows: one user, some sessions (or all), some of them read-only.
+
+    ``readonly`` (claim ``readonly``: ``true`` for every session, or a list of session ids):
+    such a connection sees everything and may show presence, but every write is refused
+    (JSON and HTTP: 403 / an error; y-websocket: its updates are not applied, see
+    docs/protocols.md).
+    """
 
     user: str
     sessions: frozenset[str] | Literal["*"]
+    readonly: frozenset[str] | Literal["*"] = frozenset()
+
+    def can_write(self, session_id: str) -> bool:
+        return self.readonly != ALL_SESSIONS and session_id not in self.readonly
+
+    def check_write(self, session_id: str) -> None:
+        if not self.can_write(session_id):
+            raise Forbidden(
+                f"token is read-only for session {_short(session_id, 48)}; "
+                "get a token that allows writing"
+            )
 
     def check_user(self, user_id: str) -> None:
         if user_id != self.user:
@@ -114,7 +131,17 @@ class Grant:
             raise Unauthenticated(
                 "token has no valid 'sessions' claim (a list of session ids, or \"*\")"
             )
-        return cls(user, sessions)
+        ro = claims.get("readonly", False)
+        readonly: frozenset[str] | Literal["*"]
+        if ro is True or ro == ALL_SESSIONS:
+            readonly = ALL_SESSIONS
+        elif ro is False or ro is None:
+            readonly = frozenset()
+        elif isinstance(ro, list) and all(isinstance(s, str) for s in ro):
+            readonly = frozenset(ro)
+        else:
+            raise Unauthenticated("token's 'readonly' claim must be true, false or a list of ids")
+        return cls(user, sessions, readonly)
 
 
 def token_subprotocol(offered: Sequence[str]) -> str | None:
@@ -168,6 +195,15 @@ class Authenticator:
         """
         return token_subprotocol(offered) if self._secret is not None else None
 
+    def authenticate_bearer(self, authorization: str | None) -> Grant | None:
+        """The grant of an HTTP request's ``Authorization: Bearer <JWT>``; None when off."""
+        if self._secret is None:
+            return None
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("no token: send 'Authorization: Bearer <JWT>'")
+        return self._grant(token.strip())
+
     def authenticate(self, query: str | bytes, offered: Sequence[str]) -> Grant | None:
         """The grant of this connection's token; None when authentication is off.
 
@@ -180,6 +216,9 @@ class Authenticator:
         token = _query_token(query) or token_subprotocol(offered)
         if not token:
             raise Unauthenticated(_NO_TOKEN)
+        return self._grant(token)
+
+    def _grant(self, token: str) -> Grant:
         for secret in self._secrets[:-1]:
             try:
                 return Grant.from_claims(self._decode(token, secret))

@@ -13,11 +13,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .admin_api import admin_routes
+from .api_proxy import api_routes
 from .http_state import HttpState, http_state, worker_auth_for
 from .membership import Membership
 from .metrics import RouterMetrics
 from .proxy import Proxy
 from .settings import RouterSettings
+from .web import web_routes
 
 
 def create_http_app(
@@ -28,6 +30,8 @@ def create_http_app(
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
         *admin_routes(settings.admin_token),
+        *web_routes(),
+        *api_routes,
     ]
     app = Starlette(routes=routes)
     app.state.router = HttpState(

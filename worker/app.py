@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from contract import close_codes as codes
 
 from .endpoints.admin_api import admin_routes
+from .endpoints.http_api import http_api_routes
 from .endpoints.json_socket import json_endpoint
 from .endpoints.peer_api import peer_routes
 from .endpoints.worker_state import WorkerState
@@ -160,6 +161,7 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
         Route("/metrics", metrics_endpoint),
         *admin_routes(settings, metrics, started),
         *peer_routes,
+        *http_api_routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.metrics = metrics

@@ -243,3 +243,66 @@ def checkout(dest: Path, packs: Iterable[bytes], head: str, files: Mapping[str, 
             continue  # untouched: its index entry stays valid
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
+
+
+# --- reading history (the HTTP API's history, diff and restore) -----------------------------
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    author: str
+    email: str
+    coauthors: tuple[str, ...]
+    message: str
+    time: int  # epoch seconds
+    files: tuple[str, ...]  # changed against the first parent (all files for a root commit)
+
+
+def _coauthors(text: str) -> tuple[str, ...]:
+    found = []
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() == "co-authored-by":
+            found.append(value.strip().rsplit(" <", 1)[0])
+    return tuple(found)
+
+
+def log(repo: Repo, head: str, limit: int = 100) -> list[CommitInfo]:
+    """The commits reachable from ``head``, newest first (by commit time), at most ``limit``."""
+    found: list[CommitInfo] = []
+    for entry in repo.get_walker(include=[ObjectID(head.encode())], max_entries=limit):
+        c = entry.commit
+        parent_tree: ObjectID | None = None
+        if c.parents:
+            parent = repo.object_store[c.parents[0]]
+            assert isinstance(parent, Commit)
+            parent_tree = parent.tree
+        author = c.author.decode("utf-8", "replace")
+        name, _, email = author.partition(" <")
+        text = c.message.decode("utf-8", "replace")
+        found.append(
+            CommitInfo(
+                sha=c.id.decode(),
+                author=name,
+                email=email.rstrip(">"),
+                coauthors=_coauthors(text),
+                message=text,
+                time=c.author_time,
+                files=tuple(changed_paths(repo, parent_tree, c.tree)),
+            )
+        )
+    return found
+
+
+def files_at(repo: Repo, sha: str) -> dict[str, bytes]:
+    """path → content of every file in commit ``sha``; KeyError when there is no such commit."""
+    obj = repo.object_store[ObjectID(sha.encode())]
+    if not isinstance(obj, Commit):
+        raise KeyError(sha)
+    found: dict[str, bytes] = {}
+    for path, blob_id in tree_files(repo, obj.tree).items():
+        blob = repo.object_store[ObjectID(blob_id)]
+        assert isinstance(blob, Blob)
+        found[path] = blob.data
+    return found

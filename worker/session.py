@@ -8,8 +8,9 @@ next group-commit to storage.
 
 from __future__ import annotations
 
+import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from .metrics import WorkerMetrics
 from .room import Room
 
 INDEX_DOC = ""
+_VERSIONS_KEPT = 256
 EMPTY_UPDATE = b"\x00\x00"  # no structs, no deletions
 CONTENT = "content"
 FILES = "files"
@@ -129,6 +131,9 @@ class Session:
         self.last_activity = time.time()
         self.idle_since: float | None = time.monotonic()
         self.reserved = 0  # acquired for a client that is not attached yet
+        # HTTP readers' replicas, by version token (the HTTP API's stateless shadows): a write
+        # that names the version it was based on is merged like a JSON client's update.
+        self._versions: OrderedDict[str, tuple[str, Doc[Any]]] = OrderedDict()
         self.segments_since_compact = 0
         self.users: set[str] = set()
         # Auto-commit (git sessions only): who edited since the last commit, in order of their
@@ -284,6 +289,19 @@ class Session:
             if target is not live:
                 live.apply_update(update)
             self._commit_update(name, update, user, None, None)
+
+    def remember_version(self, path: str, replica: Doc[Any]) -> str:
+        """A token for ``replica`` (a copy of ``path`` as someone read it); bounded, LRU."""
+        token = secrets.token_hex(8)
+        self._versions[token] = (path, replica)
+        while len(self._versions) > _VERSIONS_KEPT:
+            self._versions.popitem(last=False)
+        return token
+
+    def version(self, token: str) -> tuple[str, Doc[Any]] | None:
+        """(path, replica) of a remembered version, or None when unknown or forgotten."""
+        found = self._versions.pop(token, None)  # one write per version: it moves on
+        return found
 
     def copy_doc(self, name: str) -> Doc[Any]:
         """An independent replica of a document as it is now (a JSON client's shadow)."""

@@ -172,6 +172,11 @@ class _JsonConnection:
         if session is None:
             raise jmsg.MessageError(jmsg.NOT_JOINED, "send a 'join' message first")
         user = self.client.user_id
+        if kind in ("fileOperation", "yjsUpdate") and self.grant is not None:
+            try:
+                self.grant.check_write(session.id)
+            except AuthRefused as refused:
+                raise jmsg.MessageError(jmsg.FORBIDDEN, refused.reason) from None
         if kind == "fileOperation":
             data = jmsg.data_of(message, jmsg.FILE_OP_FAILED)
             try:

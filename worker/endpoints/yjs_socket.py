@@ -23,7 +23,7 @@ from ..client import Client
 from ..connection import accept, connected, pump
 from ..manager import SessionUnavailable
 from ..ownership import NotOwner
-from ..session import INDEX_DOC, SessionMoving, UpdateRejected
+from ..session import EMPTY_UPDATE, INDEX_DOC, SessionMoving, UpdateRejected
 from .refusals import refuse, refuse_not_owner
 from .worker_state import WorkerState
 
@@ -78,6 +78,10 @@ async def yjs_endpoint(
     room = session.room(doc_name)
     gauge = state.metrics.connections_active.labels("yjs")
     gauge.inc()
+    # A read-only token: the client gets every change and may show its presence, but what it
+    # sends is not applied (y-websocket would reconnect forever after a close, so its updates
+    # are dropped instead and counted; the editor is expected to be read-only, as ours is).
+    writable = grant is None or grant.can_write(session_id)
 
     async def handle(data: bytes | str) -> None:
         if isinstance(data, str):
@@ -89,6 +93,9 @@ async def yjs_endpoint(
             if frame.kind == yjs.MSG_SYNC:
                 if frame.step == yjs.SYNC_STEP1:
                     client.send(session.sync_reply(doc_name, frame.payload))
+                elif not writable:
+                    if frame.payload != EMPTY_UPDATE:
+                        state.metrics.protocol_errors.labels("read_only").inc()
                 else:
                     relay = data if frame.step == yjs.SYNC_UPDATE else None
                     session.apply_client_update(doc_name, frame.payload, client, relay)

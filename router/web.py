@@ -108,9 +108,10 @@ def _not_built() -> Response:
 
 
 def _notice(status: int, title: str, text: str) -> Response:
+    title, text = html.escape(title), html.escape(text)
     page = (
-        "<!doctype html><meta charset=utf-8><title>{t}</title>"
+        f"<!doctype html><meta charset=utf-8><title>{title}</title>"
         "<body style='font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto'>"
-        "<h1>{t}</h1><p>{x}</p>"
-    ).format(t=html.escape(title), x=html.escape(text))
+        f"<h1>{title}</h1><p>{text}</p>"
+    )
     return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})

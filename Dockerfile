@@ -5,9 +5,22 @@
 #   docker run --rm -p 8081:8081 collab:latest              # a worker, embedded storage in /data
 #   docker run --rm -p 8080:8080 collab:latest router --workers host:8081
 #
-# Both stages use the same base image, so the venv's interpreter link (/usr/local/bin/python3)
-# is valid in the runtime stage. Every dependency ships manylinux wheels (pycrdt, orjson,
-# uvloop), so no compiler is installed anywhere.
+# The builder and runtime stages use the same base image, so the venv's interpreter link
+# (/usr/local/bin/python3) is valid in the runtime stage. Every dependency ships manylinux wheels
+# (pycrdt, orjson, uvloop), so no compiler is installed anywhere. Node.js is used only by the
+# first stage, which builds the browser workspace; the image runs without it.
+
+FROM node:20-bookworm-slim AS web
+
+# The lock file first: the `npm ci` layer is reused until the dependencies change.
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY web/build.mjs ./
+COPY web/src ./src
+# Writes /src/router/webapp (index.html + hashed assets), the router's package data.
+RUN node build.mjs
+
 
 FROM python:3.11-slim-bookworm AS builder
 
@@ -20,9 +33,11 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 # Only what the distribution is built from (tests/, bench/, docs/ stay out of the image).
 COPY pyproject.toml ./
+COPY contract ./contract
 COPY worker ./worker
 COPY router ./router
 COPY ops ./ops
+COPY --from=web /src/router/webapp ./router/webapp
 # `collab --help` proves the console script imports in the venv it will run from; pip and
 # setuptools are not needed at run time, so they do not ship.
 RUN /opt/venv/bin/pip install --no-cache-dir . \

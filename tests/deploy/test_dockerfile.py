@@ -104,10 +104,12 @@ def final_copies() -> list[dict[str, str]]:
     return [i for i in stages()[-1] if i["instruction"] == "COPY"]
 
 
-def context_copies() -> list[tuple[list[str], str]]:
-    """(sources, destination) of every COPY/ADD that reads the build context."""
+def context_copies(only_stage: str | None = None) -> list[tuple[list[str], str]]:
+    """(sources, destination) of every COPY/ADD that reads the build context (in one stage)."""
     out = []
     for stage in stages():
+        if only_stage is not None and stage_name(stage) != only_stage:
+            continue
         for ins in stage:
             if ins["instruction"] not in ("COPY", "ADD"):
                 continue
@@ -127,14 +129,24 @@ def bin_env() -> dict[str, str]:
 # ------------------------------------------------------------------------------- stages
 
 
-def test_two_stages_on_the_same_pinned_base_and_the_final_one_copies_the_built_venv() -> None:
+def named(name: str) -> list[dict[str, str]]:
+    found = [s for s in stages() if stage_name(s) == name]
+    assert len(found) == 1, f"one stage named {name!r}"
+    return found[0]
+
+
+def base(stage: list[dict[str, str]]) -> str:
+    return stage[0]["value"].split()[0]
+
+
+def test_builder_and_runtime_on_the_same_pinned_base_and_the_final_one_copies_the_built_venv() -> (
+    None
+):
     all_stages = stages()
     assert len(all_stages) >= 2, "multi-stage: a builder and a runtime stage"
-    builder = all_stages[0]
-    assert stage_name(builder) == "builder"
-    bases = {s[0]["value"].split()[0] for s in all_stages}
+    builder = named("builder")
     # One base for both stages: the venv links to the base's interpreter.
-    assert bases == {"python:3.11-slim-bookworm"}, bases
+    assert {base(builder), base(all_stages[-1])} == {"python:3.11-slim-bookworm"}
     copies = final_copies()
     from_builder = [c for c in copies if "--from=builder" in c["value"].split()]
     assert from_builder, "the final stage copies nothing from the builder"
@@ -145,8 +157,40 @@ def test_two_stages_on_the_same_pinned_base_and_the_final_one_copies_the_built_v
     assert not re.search(r"\b(pip|apt-get install|gcc|build-essential)\b", final_runs)
 
 
+def test_the_web_stage_builds_the_workspace_from_the_lock_file_and_only_the_builder_takes_it() -> (
+    None
+):
+    """Node is used by one stage: `npm ci` (exactly the lock file's versions, and it fails when
+    package.json and the lock disagree), then the build into router/webapp, which the builder
+    copies into the package before installing it. The runtime stage never sees Node."""
+    web = named("web")
+    assert base(web).startswith("node:") and re.search(r":\d+", base(web)), base(web)
+    runs = [i["value"] for i in web if i["instruction"] == "RUN"]
+    assert any(r.startswith("npm ci") for r in runs), runs
+    assert not any("npm install" in r for r in runs), "npm install may move off the lock file"
+    assert any(r == "node build.mjs" for r in runs), runs
+    # The lock file is copied (and installed) before the sources, so that layer is reused.
+    copies = [i["value"] for i in web if i["instruction"] == "COPY"]
+    assert "web/package-lock.json" in copies[0].split(), copies
+    workdir = only(web, "WORKDIR")["value"]
+    builder = named("builder")
+    taken = [
+        i["value"].split()
+        for i in builder
+        if i["instruction"] == "COPY" and "--from=web" in i["value"].split()
+    ]
+    assert taken == [["--from=web", f"{Path(workdir).parent}/router/webapp", "./router/webapp"]]
+    position = [i["instruction"] + " " + i["value"] for i in builder]
+    copy_at = position.index("COPY " + " ".join(taken[0]))
+    install_at = next(n for n, line in enumerate(position) if "pip install" in line)
+    assert copy_at < install_at, "the assets must be in place before the package is built"
+    for stage in stages()[stages().index(builder) + 1 :]:
+        for ins in stage:
+            assert "--from=web" not in ins["value"], "only the builder takes the web stage"
+
+
 def test_the_builder_installs_the_project_into_the_venv_without_a_cache() -> None:
-    runs = [i["value"] for i in stages()[0] if i["instruction"] == "RUN"]
+    runs = [i["value"] for i in named("builder") if i["instruction"] == "RUN"]
     install = [r for r in runs if "pip install" in r]
     assert install, "the builder does not pip install the project"
     assert "/opt/venv/bin/pip install" in install[0] or "/opt/venv/bin/python" in install[0]
@@ -274,14 +318,23 @@ def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
         "collab.egg-info/PKG-INFO",
         ".mypy_cache/3.11/x.json",
         ".hypothesis/examples/x",
+        # The image builds the workspace itself: a local build or node_modules never go in.
+        "web/node_modules/yjs/package.json",
+        "router/webapp/index.html",
+        "router/webapp/assets/app-X.js",
     ):
         assert dockerignored(path), f"{path} would be sent to the daemon"
     for path in (
         "pyproject.toml",
+        "contract/ids.py",
         "worker/app.py",
         "worker/protocol/json.py",
         "router/ring.py",
         "ops/cli.py",
+        "web/package.json",
+        "web/package-lock.json",
+        "web/build.mjs",
+        "web/src/main.js",
     ):
         assert not dockerignored(path), f"{path} is needed by the build"
 
@@ -289,17 +342,22 @@ def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
 def test_build_context_is_only_the_sources() -> None:
     context = set(build_context())
     tops = {p.split("/")[0] for p in context}
-    assert tops <= {"pyproject.toml", "worker", "router", "ops"}, tops
+    assert tops <= {"pyproject.toml", "contract", "worker", "router", "ops", "web"}, tops
+    assert not [p for p in context if p.startswith(("web/node_modules/", "router/webapp/"))]
     assert not [p for p in context if "__pycache__" in p or p.endswith(".pyc")]
 
 
 def test_the_builder_stage_builds_the_whole_app(tmp_path: Path) -> None:
     """Lay out the builder's /src from the context exactly as its COPY lines do, and build the
-    wheel `pip install .` would install (isolated, with pyproject's build requirements)."""
+    wheel `pip install .` would install (isolated, with pyproject's build requirements). The
+    web stage's output is this checkout's build (`make web`, which `make test` runs first)."""
     context = set(build_context())
     src = tmp_path / "src"
     src.mkdir()
-    for sources, dest in context_copies():  # relative to WORKDIR /src
+    webapp = ROOT / "router" / "webapp"
+    assert (webapp / "index.html").is_file(), "router/webapp is not built: run `make web`"
+    shutil.copytree(webapp, src / "router" / "webapp")
+    for sources, dest in context_copies("builder"):  # relative to WORKDIR /src
         for source in sources:
             base = src / dest
             if (ROOT / source).is_dir():  # COPY dir dest: the directory's contents into dest
@@ -337,7 +395,7 @@ def test_the_builder_stage_builds_the_whole_app(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         entry_points = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    for package in ("worker", "router", "ops"):
+    for package in ("contract", "worker", "router", "ops"):
         expected = {
             p.relative_to(ROOT).as_posix()
             for p in (ROOT / package).rglob("*.py")
@@ -345,6 +403,10 @@ def test_the_builder_stage_builds_the_whole_app(tmp_path: Path) -> None:
         }
         assert expected and expected <= names, sorted(expected - names)
     assert {"worker/__main__.py", "router/__main__.py", "ops/cli.py"} <= names
+    # The browser workspace ships as the router's package data: the page and every asset.
+    assets = {f"router/webapp/assets/{p.name}" for p in (webapp / "assets").iterdir()}
+    assert {"router/webapp/index.html", *assets} <= names, sorted(assets - names)
+    assert not [n for n in names if n.startswith("router/webapp/.")]
     assert not [n for n in names if n.startswith(("tests/", "bench/", "docs/"))]
     assert re.search(r"^collab\s*=\s*ops\.cli:app\s*$", entry_points, re.MULTILINE)
 

@@ -19,7 +19,9 @@ import httpx
 import pytest
 from playwright.async_api import Browser, expect
 
+from tests.conftest import s3_env
 from tests.pool import Pool, pool
+from tests.s3server import start_s3_server
 from tests.support import JsonClient, eventually
 from tests.tokens import SECRET, mint
 from tests.web.browser import Person, chromium, no_errors, person, screenshot
@@ -312,6 +314,30 @@ class TestConnection:
             await alice.type_at_end(" after")
             await bob.wait_text("before after")
             no_errors(alice, bob)
+
+    @pytest.mark.s3
+    async def test_an_unavailable_session_is_explained_and_the_page_connects_once_it_is_back(
+        self, tmp_path: Path
+    ) -> None:
+        """Storage down: the worker refuses to load the session (1013) rather than serve it
+        empty; the page says so, keeps retrying, and connects by itself once storage is back."""
+        with start_s3_server() as s3:
+            env = s3_env(s3.store_kwargs("web-outage"))
+            async with pool(tmp_path, 1, env) as p, chromium() as browser:
+                await s3.astop()
+                url = f"{p.http}/s/outage/a.txt"
+                alice = await person(browser, "alice", url, tolerate=("WebSocket", "503"))
+                await expect(alice.page.locator(".banner")).to_contain_text("unavailable")
+                await expect(alice.page.locator(".banner")).to_contain_text("retrying")
+                status = alice.page.locator(".status")
+                await expect(status).to_have_attribute("data-state", "reconnecting")
+                await s3.astart()
+                await alice.wait_connected()
+                await expect(alice.page.locator(".banner")).to_be_hidden()
+                await alice.type_at_end("back")
+                async with json_client(p, "outage") as carol:
+                    await eventually(lambda: _has(carol, "a.txt", "back"), what="the edit")
+                no_errors(alice)
 
 
 async def _owner_changed(p: Pool, session: str, old: str) -> bool:

@@ -93,6 +93,6 @@ async def test_this_checkouts_build_references_only_assets_it_has() -> None:
     if not index.is_file():
         pytest.fail("router/webapp is not built: run `make web`")
     urls = re.findall(r'(?:src|href)="(/assets/[^"]+)"', index.read_text())
-    assert [u.rsplit(".", 1)[-1] for u in sorted(urls)] == ["css", "js"], urls
+    assert sorted(u.rsplit(".", 1)[-1] for u in urls) == ["css", "js"], urls
     for url in urls:
         assert (await get(WEBAPP, url)).status_code == 200, url

@@ -412,8 +412,12 @@ class TestStartPage:
         async with pool_and_browser(tmp_path) as (p, browser):
             await api(p, "POST", "/api/sessions", {"id": "listed"})
             await api(p, "PUT", "/api/sessions/listed/files/a.txt", {"content": "x"})
-            alice = await person(browser, "alice", f"{p.http}/")
+            alice = await person(browser, "alice", f"{p.http}/", viewport=(1100, 520))
             await expect(alice.page.locator(".sessions a", has_text="listed")).to_be_visible()
+            await expect(alice.page.locator(".sessions tr", has_text="listed")).to_contain_text(
+                "yes"  # it keeps a history
+            )
+            await screenshot(alice.page, "start.png")
 
             await alice.page.get_by_label("Session name").fill("fresh")
             await alice.page.get_by_role("button", name="Create").click()

@@ -72,5 +72,14 @@ export const history = {
   list: (session) => api('GET', sessionUrl(session, '/history')),
   diff: (session, sha, path) => api('GET', sessionUrl(session, `/history/${encodeURIComponent(sha)}/diff/${encodePath(path)}`)),
   restore: (session, commit, path) => api('POST', sessionUrl(session, '/restore'), path ? { commit, path } : { commit }),
-  commit: (session) => api('POST', sessionUrl(session, '/commit'))
+  commit: (session) => api('POST', sessionUrl(session, '/commit')),
+  /** Whether the session keeps a git history (true / false; undefined when it cannot tell). */
+  async isGit (session) {
+    try {
+      const { sessions } = await api('GET', '/api/sessions')
+      return sessions.find((s) => s.id === session)?.isGitRepo
+    } catch {
+      return undefined
+    }
+  }
 }

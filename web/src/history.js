@@ -35,8 +35,8 @@ export class HistoryPanel {
     this.timer = null
     this.listEl = h('div', { class: 'commits' })
     const refresh = h('button', { class: 'icon', title: 'Refresh', 'aria-label': 'Refresh history', onclick: () => this.load() }, '⟳')
-    const commit = canWrite ? h('button', { class: 'small', onclick: () => this.commitNow() }, 'Commit now') : null
-    fill(el, h('div', { class: 'pane-head' }, h('span', {}, 'History'), h('span', { class: 'spacer' }), commit, refresh), this.listEl)
+    this.commitButton = canWrite ? h('button', { class: 'small', onclick: () => this.commitNow() }, 'Commit now') : null
+    fill(el, h('div', { class: 'pane-head' }, h('span', {}, 'History'), h('span', { class: 'spacer' }), this.commitButton, refresh), this.listEl)
   }
 
   open () {
@@ -61,11 +61,10 @@ export class HistoryPanel {
       const { commits } = await historyApi.list(this.session)
       this.commits = commits
       this.problem = null
+      if (!commits.length && this.isGit === undefined) this.isGit = await historyApi.isGit(this.session)
       if (this.selected && this.showing) await this.fetchDiff(this.selected, this.showing)
     } catch (e) {
-      this.problem = e.status === 404
-        ? 'This session has no history: only git sessions (created from the start page, or imported) are committed.'
-        : `History is unavailable: ${e.message}`
+      this.problem = `History is unavailable: ${e.message}`
     }
     if (JSON.stringify([this.commits, this.problem, this.openDiff()]) !== before) this.render()
   }
@@ -116,10 +115,13 @@ export class HistoryPanel {
   }
 
   render () {
+    if (this.commitButton) this.commitButton.hidden = this.isGit === false
     if (this.problem) return fill(this.listEl, h('p', { class: 'problem' }, this.problem))
     if (!this.commits) return fill(this.listEl, h('p', { class: 'empty' }, 'Loading…'))
     if (!this.commits.length) {
-      return fill(this.listEl, h('p', { class: 'empty' }, 'No commits yet. Edits are committed automatically a while after the last change.'))
+      return fill(this.listEl, h('p', { class: 'empty' }, this.isGit === false
+        ? 'This session keeps no history: only sessions made with "Create" on the start page (or imported from git) are committed.'
+        : 'No commits yet. Edits are committed by themselves a little while after the last change.'))
     }
     fill(this.listEl, this.commits.map((c) => {
       const open = c.sha === this.selected

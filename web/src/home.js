@@ -43,7 +43,7 @@ export async function home (root, { who, identity }) {
 
   const list = h('div', { class: 'sessions' }, h('p', { class: 'empty' }, 'Loading…'))
   fill(root, h('div', { class: 'home' },
-    h('header', { class: 'home-head' }, h('h1', {}, 'collab'), h('span', { class: 'who' }, `Signed in as ${identity.name}`)),
+    h('header', { class: 'home-head' }, h('h1', {}, 'collab'), h('span', { class: 'who' }, identity.fixed ? `Signed in as ${identity.name}` : `You appear as ${identity.name}`)),
     h('section', {},
       h('h2', {}, 'Open a session'),
       h('p', { class: 'hint' }, 'Everyone who opens the same session edits the same files, live. "Create" starts a session with history (every change is committed, and can be restored).'),

@@ -58,6 +58,11 @@ export class FileTree {
     this.render()
   }
 
+  toggle (dir) {
+    if (!this.collapsed.delete(dir)) this.collapsed.add(dir)
+    this.render()
+  }
+
   edit (editing) {
     this.editing = { ...editing, fresh: true }
     this.render()
@@ -76,7 +81,9 @@ export class FileTree {
       rows.push(h('p', { class: 'empty' }, this.canEdit ? 'No files yet. Create one with +.' : 'No files yet.'))
     }
     const focused = this.listEl.contains(document.activeElement)
+    const focusedPath = focused ? document.activeElement.closest('.row.file')?.dataset.path : null
     fill(this.listEl, rows)
+    if (focusedPath) this.listEl.querySelector(`.row.file[data-path="${CSS.escape(focusedPath)}"]`)?.focus()
     // Re-rendering (someone else's change) keeps the row being edited, with what was typed.
     const input = this.listEl.querySelector('input')
     if (input && (this.editing.fresh || focused)) input.focus()
@@ -92,7 +99,9 @@ export class FileTree {
         role: 'treeitem',
         'aria-expanded': String(open),
         style: `--depth:${depth}`,
-        onclick: () => { open ? this.collapsed.add(dir) : this.collapsed.delete(dir); this.render() }
+        tabindex: '0',
+        onclick: () => this.toggle(dir),
+        onkeydown: (e) => { if (e.key === 'Enter') this.toggle(dir) }
       }, h('span', { class: 'twisty' }, open ? '▾' : '▸'), h('span', { class: 'label' }, name)))
       if (open) this.rows(child, dir, depth + 1, out)
     }
@@ -111,7 +120,9 @@ export class FileTree {
         'data-path': path,
         style: `--depth:${depth}`,
         title: path,
-        onclick: () => this.onOpen(path)
+        tabindex: '0',
+        onclick: () => this.onOpen(path),
+        onkeydown: (e) => { if (e.key === 'Enter' && e.target === e.currentTarget) this.onOpen(path) }
       },
       h('span', { class: 'label' }, name),
       h('span', { class: 'here' }, here.map((u) => avatar(u, `${u.name} is here`))),

@@ -121,7 +121,7 @@ export class HistoryPanel {
     if (!this.commits.length) {
       return fill(this.listEl, h('p', { class: 'empty' }, this.isGit === false
         ? 'This session keeps no history: only sessions made with "Create" on the start page (or imported from git) are committed.'
-        : 'No commits yet. Edits are committed by themselves a little while after the last change.'))
+        : 'No commits yet. Edits are committed by themselves once the session has been quiet for a while (COOLDOWN_MS, 5 minutes unless the server says otherwise); "Commit now" commits at once.'))
     }
     fill(this.listEl, this.commits.map((c) => {
       const open = c.sha === this.selected

@@ -199,7 +199,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "user": {"type": ["string", "null"]},
             "sessions": {"oneOf": [{"const": "*"}, _STRS]},
-            "readonly": {"oneOf": [{"type": "boolean"}, {"const": "*"}, _STRS]},
+            "readonly": {"oneOf": [{"type": "boolean"}, _STRS]},
             "authRequired": {"type": "boolean"},
         },
     },

@@ -181,6 +181,8 @@ class Up:
         shown = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         base = f"{shown}:{self.port}"
         rows = [
+            ("web workspace", f"http://{base}/"),
+            ("HTTP API", f"http://{base}/api/sessions  (description: /api/openapi.json)"),
             ("Yjs (y-websocket)", f"ws://{base}/yjs/{{session}}/{{path}}"),
             ("JSON protocol", f"ws://{base}/"),
             ("health / metrics", f"http://{base}/readyz  http://{base}/metrics"),

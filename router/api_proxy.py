@@ -131,12 +131,15 @@ async def whoami(request: Request) -> Response:
         return JSONResponse(
             {"user": None, "sessions": "*", "readonly": False, "authRequired": required}
         )
-    readonly = grant.readonly if grant.readonly == "*" else sorted(grant.readonly)
+    # readonly: true (every session), false, or the list of read-only session ids.
+    readonly: bool | list[str] = (
+        True if grant.readonly == "*" else sorted(grant.readonly) or False
+    )
     return JSONResponse(
         {
             "user": grant.user,
             "sessions": grant.sessions if grant.sessions == "*" else sorted(grant.sessions),
-            "readonly": readonly if readonly else False,
+            "readonly": readonly,
             "authRequired": required,
         }
     )

@@ -69,15 +69,29 @@ async def files_at(
 
 def unified_diff(path: str, sha: str, old: str | None, new: str | None) -> str:
     """``path`` from commit ``sha`` to now, as a unified diff (empty when unchanged)."""
-    before = (old or "").splitlines(keepends=True)
-    after = (new or "").splitlines(keepends=True)
-    return "".join(
-        difflib.unified_diff(
-            before,
-            after,
-            fromfile=f"a/{path}" if old is not None else "/dev/null",
-            tofile=f"b/{path}" if new is not None else "/dev/null",
-            fromfiledate=sha[:12],
-            tofiledate="now",
-        )
+    lines = difflib.unified_diff(
+        _lines(old),
+        _lines(new),
+        fromfile=f"a/{path}" if old is not None else "/dev/null",
+        tofile=f"b/{path}" if new is not None else "/dev/null",
+        fromfiledate=sha[:12],
+        tofiledate="now",
     )
+    out = []
+    for line in lines:
+        if line.endswith(_NO_NEWLINE):  # git's marker, on a line of its own
+            out.append(line[: -len(_NO_NEWLINE)] + "\n\\ No newline at end of file\n")
+        else:
+            out.append(line)
+    return "".join(out)
+
+
+_NO_NEWLINE = "\x00<no-newline>"
+
+
+def _lines(text: str | None) -> list[str]:
+    """Lines with their endings; a last line without one is marked, as git marks it."""
+    lines = (text or "").splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += _NO_NEWLINE
+    return lines

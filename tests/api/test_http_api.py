@@ -241,6 +241,18 @@ class TestHistory:
             assert [f["path"] for f in files] == ["a.txt"]
 
 
+    async def test_committing_a_session_without_history_starts_one(self, tmp_path: Path) -> None:
+        async with api_pool(tmp_path) as (_p, api):
+            await api.call("PUT", "/api/sessions/s-plain/files/a.txt", {"content": "one\n"})
+            assert (await api.call("GET", "/api/sessions/s-plain/history")).json() == {
+                "commits": []
+            }
+            done = (await api.call("POST", "/api/sessions/s-plain/commit")).json()
+            assert done["result"] == "committed" and done["changed"] == ["a.txt"]
+            listed = (await api.call("GET", "/api/sessions")).json()["sessions"]
+            assert [s["isGitRepo"] for s in listed if s["id"] == "s-plain"] == [True]
+
+
 class TestAccess:
     async def test_tokens_are_checked_by_the_router_and_read_only_is_enforced(
         self, tmp_path: Path
@@ -260,7 +272,12 @@ class TestAccess:
             refused = await reader.call("PUT", "/api/sessions/s-a/files/a.txt", {"content": "r"})
             assert refused.status_code == 403 and "read-only" in refused.json()["reason"]
             me = (await reader.call("GET", "/api/whoami")).json()
-            assert me == {"user": "bob", "sessions": ["s-a"], "readonly": "*", "authRequired": True}
+            assert me == {
+                "user": "bob",
+                "sessions": ["s-a"],
+                "readonly": True,
+                "authRequired": True,
+            }
             listed = (await other.call("GET", "/api/sessions")).json()["sessions"]
             assert [s["id"] for s in listed] == []  # s-a exists, but eve may not see it
             # The worker checks again: it must not trust whoever can reach its port.

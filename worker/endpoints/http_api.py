@@ -15,6 +15,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -355,7 +356,16 @@ async def commit(request: Request) -> Response:
     _grant(request, session_id, write=True)
     async with _Using(state, session_id) as session:
         if not session.is_git:
-            raise ApiError(409, jmsg.FILE_OP_FAILED, f"session {session_id} has no git history")
+            # Asking to commit a session without history starts its history: from now on it
+            # is a git session (auto-commit too), as if it had been created with one.
+            try:
+                meta = await state.store.get_meta(session_id) or SessionMeta.new()
+                await state.store.put_meta(session_id, replace(meta, is_git_repo=True))
+            except StorageError as exc:
+                raise ApiError(
+                    503, jmsg.SESSION_UNAVAILABLE, f"storage unavailable: {exc}"
+                ) from None
+            session.is_git = True
         try:
             outcome = await state.manager.autocommit.commit(session, force=True)
         except Exception as exc:  # logged with its traceback and counted in commit()

@@ -3,6 +3,7 @@
     python -m bench.router                              # fanout + rooms, 10 s per pair
     python -m bench.router --shapes rooms --targets direct,router --duration 30 --rounds 3
     python -m bench.router --handshakes 1000 --targets router --rounds 3   # connection set-up
+    valgrind --tool=callgrind python -m bench.router --in-process 100     # instructions, see below
 
 Every (shape, target) pair runs on freshly started processes, all on 127.0.0.1: two workers
 (`python -m worker`, WORKER_ID w-0 and w-1) and, for the proxied targets, one proxy in front of
@@ -27,12 +28,20 @@ With `--rounds N` every pair runs N times (interleaved) and the summary takes me
 y-websocket connections (path routing) and N JSON connections (join routing) opened one after
 the other, each until its first message from the worker, then closed; proxy CPU per connection,
 less its idle rate (health checks) over the same time.
+
+`--in-process N` is for instruction counts, which CPU time on a shared VM is too noisy to
+compare: a router (asyncio, no health round after the first), a stand-in worker that answers
+every upgrade with a 101 and one frame, and N connections of each protocol, all in this one
+process. Under `valgrind --tool=callgrind`, (instructions at N - at 0) / 2N is the work of
+one connection: the router's, plus the same client and stand-in work for every router version.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
 import math
 import shlex
@@ -51,6 +60,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import websockets
 from websockets.uri import parse_uri
@@ -61,6 +71,8 @@ from bench.run import SHAPES, Shape, _aggregate, drive, say
 from bench.target import ROOT, Running, ServerSpec, StartError, running
 from bench.wire import Framing
 from router.ring import owner
+from router.server import run_router
+from router.settings import RouterSettings
 
 TARGETS = ("direct", "router", "nginx")
 TITLES = {"direct": "direct to the worker", "router": "collab router", "nginx": "nginx"}
@@ -596,6 +608,60 @@ async def run_handshakes(
     return rows
 
 
+async def _stand_in_worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    if head.startswith(b"GET /readyz "):
+        body = b'{"state": "ready", "worker": "w-0"}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    else:
+        key = next(
+            line.partition(b":")[2].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        digest = hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + base64.b64encode(digest) + b"\r\nserver: uvicorn\r\n\r\n"
+            b"\x82\x03\x00\x00\x00"  # what a worker sends first: y-websocket sync step 1
+        )
+        while await reader.read(65536):
+            pass
+    writer.close()
+
+
+IN_PROCESS_UPGRADE = (
+    b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    b"User-Agent: Python/3.11 websockets/17.4\r\n\r\n"
+)
+
+
+async def in_process(count: int) -> None:
+    """`count` connections per protocol through a router in this process (see the docstring)."""
+    server = await asyncio.start_server(_stand_in_worker, "127.0.0.1", 0)
+    worker = ("127.0.0.1", server.sockets[0].getsockname()[1])
+    settings = RouterSettings(
+        host="127.0.0.1", port=0, workers=(worker,), health_interval_ms=600_000
+    )
+    join = json.dumps({"type": "join", "sessionId": "s", "userId": "u"}).encode()
+    join_frame = bytes([0x81, 0x80 | len(join)]) + b"\0\0\0\0" + join  # masked with zeros
+    async with anyio.create_task_group() as tg:
+        router = await tg.start(lambda task_status: run_router(settings, task_status=task_status))
+        for path in ("/yjs/s/a.txt", "/"):
+            for _ in range(count):
+                reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+                writer.write(IN_PROCESS_UPGRADE % path.encode())
+                await reader.readuntil(b"\r\n\r\n")
+                if path == "/":
+                    writer.write(join_frame)
+                await reader.readexactly(5)
+                writer.close()
+                await writer.wait_closed()
+        tg.cancel_scope.cancel()
+    server.close()
+
+
 def summarize_handshakes(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per target and protocol: the median CPU per connection over rounds, and its range."""
     out: dict[str, Any] = {}
@@ -844,7 +910,17 @@ def main(argv: list[str] | None = None) -> None:
         metavar="N",
         help="instead of the shapes: N connections in a row per protocol, proxy CPU per connection",
     )
+    p.add_argument(
+        "--in-process",
+        type=int,
+        default=None,
+        metavar="N",
+        help="N connections per protocol through a router in this process (run under callgrind)",
+    )
     a = p.parse_args(argv)
+    if a.in_process is not None:
+        asyncio.run(in_process(a.in_process))
+        return
     router_env = tuple((k, v) for k, _, v in (x.partition("=") for x in a.router_env))
     shapes = [SHAPES[k] for k in a.shapes.split(",") if k]
     targets = [t for t in a.targets.split(",") if t]

@@ -14,8 +14,6 @@ import os
 import struct
 from dataclasses import dataclass
 
-import httptools
-
 from contract import close_codes as codes
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -32,11 +30,7 @@ class HandshakeError(ValueError):
 class Head:
     """A parsed HTTP/1.1 request or response head."""
 
-    method: str  # requests only, as sent ("GET")
-    target: str  # requests only: path and query string, as sent
-    status: int  # responses only
-    reason: str  # responses only: the reason phrase
-    version: str  # "1.1"
+    first_line: str
     headers: tuple[tuple[str, str], ...]  # names lowercased, in order, repeated names kept
     size: int  # bytes of the head, including the blank line
 
@@ -56,92 +50,48 @@ class Head:
         return self.has_token("upgrade", "websocket") and self.has_token("connection", "upgrade")
 
     @property
+    def target(self) -> str:
+        parts = self.first_line.split(" ")
+        return parts[1] if len(parts) == 3 else ""
+
+    @property
     def path(self) -> str:
         return self.target.partition("?")[0]
 
     @property
-    def first_line(self) -> str:
-        """The request or status line, for logs and refusals."""
-        if self.method:
-            return f"{self.method} {self.target} HTTP/{self.version}"
-        return f"HTTP/{self.version} {self.status} {self.reason}".rstrip()
-
-
-class HeadReader:
-    """One HTTP/1.1 head, parsed by httptools (llhttp, uvicorn's parser) as its bytes arrive.
-
-    A connection's buffer is handed over after every read; only bytes not seen before are
-    parsed, so a head split over many reads is still parsed once. What follows the head (a
-    request body, the first WebSocket frames) is left to the caller, in its buffer.
-    """
-
-    __slots__ = ("_complete", "_headers", "_parser", "_reason", "_seen", "_url")
-
-    def __init__(self, *, response: bool = False) -> None:
-        self._parser: httptools.HttpRequestParser | httptools.HttpResponseParser | None = (
-            httptools.HttpResponseParser(self) if response else httptools.HttpRequestParser(self)
-        )
-        self._url = bytearray()
-        self._reason = bytearray()
-        self._headers: list[tuple[str, str]] = []
-        self._complete = False
-        self._seen = 0
-
-    # httptools callbacks (values may arrive in pieces when the head is split over reads)
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_status(self, status: bytes) -> None:
-        self._reason += status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1").strip()))
-
-    def on_headers_complete(self) -> None:
-        self._complete = True
-
-    def read(self, buffer: bytes | bytearray) -> Head | None:
-        """The head at the start of ``buffer``, once; None while incomplete; HandshakeError if
-        it is malformed or grows past MAX_HEAD_BYTES. ``buffer`` may only grow between
-        calls (bytes are appended, none removed)."""
-        parser = self._parser
-        if parser is None:
-            raise RuntimeError("this head was read already")
-        fresh = buffer[self._seen :]
-        self._seen = len(buffer)
-        try:
-            parser.feed_data(fresh)
-        except httptools.HttpParserUpgrade:
-            pass  # the head ended and WebSocket bytes may follow: exactly what we wait for
-        except httptools.HttpParserError as exc:
-            if not self._complete:  # a bad body after a good head is not ours to judge
-                self._parser = None
-                raise HandshakeError(f"malformed HTTP head: {exc}") from None
-        if not self._complete:
-            if len(buffer) > MAX_HEAD_BYTES:
-                self._parser = None
-                raise HandshakeError(f"HTTP head larger than {MAX_HEAD_BYTES} bytes")
-            return None
-        self._parser = None  # the parser holds our callbacks: no cycle left for the GC
-        if isinstance(parser, httptools.HttpRequestParser):
-            method, status = parser.get_method().decode("latin-1"), 0
-        else:
-            method, status = "", parser.get_status_code()
-        return Head(
-            method=method,
-            target=self._url.decode("latin-1"),
-            status=status,
-            reason=self._reason.decode("latin-1"),
-            version=parser.get_http_version(),
-            headers=tuple(self._headers),
-            size=buffer.find(b"\r\n\r\n") + 4,  # llhttp ends every line in CRLF
-        )
+    def status(self) -> int:
+        parts = self.first_line.split(" ", 2)
+        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
 
 
 def parse_head(buffer: bytes | bytearray, *, response: bool = False) -> Head | None:
-    """A whole head at once (tests, one-shot reads); connections use a HeadReader."""
-    return HeadReader(response=response).read(buffer)
+    """The head at the start of ``buffer``; None if incomplete; HandshakeError if malformed.
+
+    Hand-written rather than httptools: per connection it costs fewer instructions, and the
+    router reads only a few headers of heads it passes on whole (docs/benchmarks.md, "Parsing
+    heads"). A ``response`` (a worker's answer) must start with an ``HTTP/1.x NNN`` status line.
+    """
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > MAX_HEAD_BYTES:
+            raise HandshakeError(f"HTTP head larger than {MAX_HEAD_BYTES} bytes")
+        return None
+    text = bytes(buffer[:end]).decode("latin-1")  # HTTP/1.1 heads are octets; any byte decodes
+    first, *lines = text.split("\r\n")
+    headers = []
+    for line in lines:
+        key, sep, value = line.partition(":")
+        if not sep or not key or key != key.strip():
+            raise HandshakeError(f"malformed header line {line[:80]!r}")
+        headers.append((key.lower(), value.strip()))
+    parts = first.split(" ", 2)
+    if len(parts) < 2:
+        raise HandshakeError(f"malformed first line {first[:80]!r}")
+    if response and not (
+        parts[0].startswith("HTTP/1.") and len(parts[1]) == 3 and parts[1].isdigit()
+    ):
+        raise HandshakeError(f"malformed status line {first[:80]!r}")
+    return Head(first, tuple(headers), end + 4)
 
 
 def accept_key(key: str) -> str:
@@ -150,7 +100,7 @@ def accept_key(key: str) -> str:
 
 def check_client_handshake(head: Head) -> str:
     """The client's Sec-WebSocket-Key if ``head`` is a valid RFC 6455 opening handshake."""
-    if head.method != "GET" or head.version != "1.1":
+    if not head.first_line.startswith("GET ") or not head.first_line.endswith(" HTTP/1.1"):
         raise HandshakeError("a WebSocket handshake is 'GET <path> HTTP/1.1'")
     if head.header("sec-websocket-version") != "13":
         raise HandshakeError("Sec-WebSocket-Version must be 13")

@@ -181,9 +181,8 @@ class Proxy:
         A malformed head raises HandshakeError and nothing is written here: a client is
         answered 400 by the caller, a worker is never written to (its failure is ours).
         """
-        reader = frames.HeadReader(response=response)
         deadline = time.monotonic() + (UPSTREAM_HEAD_TIMEOUT_S if response else HEAD_TIMEOUT_S)
-        while (head := reader.read(side.buffer)) is None:
+        while (head := frames.parse_head(side.buffer, response=response)) is None:
             try:
                 await side.wait_data(deadline - time.monotonic())
             except (TimeoutError, ConnectionError):

@@ -122,42 +122,61 @@ class Flusher:
             started = time.perf_counter()
             updates = session.take_updates() if session.has_updates else []
             entries = session.take_log() if write_log else []
+            # The segment and the log segment are independent objects: both are written at
+            # once, so a file operation waits for one storage round trip, not two.
             stored: bool | None = None  # the updates are in storage; acknowledge them?
-            try:
-                if updates:
+            logged = False
+            failure: StorageError | None = None
+
+            async def put_updates() -> None:
+                nonlocal stored, failure
+                try:
                     await self.store.append_updates(
                         session.id, merged_by_doc(updates), merged=True
                     )
-                    # Acknowledged only if it landed while this worker may own the session:
-                    # a takeover (which loads after it) comes later than that (worker.lease).
-                    stored = self.lease_valid()
-                    self.health.recovered()
-                    session.segments_since_compact += 1
-                if entries:
+                except StorageError as exc:
+                    failure = exc
+                    return
+                # Acknowledged only if it landed while this worker may own the session: a
+                # takeover (which loads after it) comes later than that (worker.lease).
+                stored = self.lease_valid()
+
+            async def put_log() -> None:
+                nonlocal logged, failure
+                try:
                     await self.store.append_log(session.id, entries)
-                    session.log_written()
-                    entries = []
-                    state.log_written = now
-            except StorageError as exc:
-                if updates and stored is None:
-                    session.restore_updates()
-                if entries:
-                    session.restore_log()
-                self._failed(session, state, exc)
-                return False
-            except BaseException:
-                # Cancelled mid-write (a deadline): whatever may have landed is written again
-                # by the next flush; merging an update twice is harmless.
-                if updates and stored is None:
-                    session.restore_updates()
-                if entries:
-                    session.restore_log()
-                raise
+                except StorageError as exc:
+                    failure = exc
+                    return
+                logged = True
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    if updates:
+                        tg.start_soon(put_updates)
+                    if entries:
+                        tg.start_soon(put_log)
             finally:
-                # A file operation is acknowledged with its log entry stored too, when the
-                # log could be written in the same group commit.
-                if stored is not None:
-                    session.updates_written(acknowledge=stored)
+                # Whatever did not land goes back in front of what was buffered since (also
+                # when cancelled mid-write: it is written again; merging twice is harmless).
+                if updates:
+                    if stored is None:
+                        session.restore_updates()
+                    else:
+                        session.segments_since_compact += 1
+                        # Both writes have ended here, so a file operation is acknowledged
+                        # with its log entry stored too (a log that failed is retried, the
+                        # edit itself is stored).
+                        session.updates_written(acknowledge=stored)
+                if entries:
+                    if logged:
+                        session.log_written()
+                        state.log_written = now
+                    else:
+                        session.restore_log()
+            if failure is not None:
+                self._failed(session, state, failure)
+                return False
             self.metrics.flush_seconds.observe(time.perf_counter() - started)
             if state.failures:
                 log.info("flush_recovered", session=session.id, after_attempts=state.failures)

@@ -45,7 +45,6 @@ from .settings import RouterSettings
 log = structlog.get_logger("router.proxy")
 
 HEAD_TIMEOUT_S = 10.0
-JOIN_TIMEOUT_S = 60.0
 # A worker answers the upgrade once it has claimed and loaded the session, which may wait for an
 # unreachable previous owner's lease to run out (worker/ownership.py): longer than a client's.
 UPSTREAM_HEAD_TIMEOUT_S = 30.0
@@ -390,7 +389,7 @@ class Proxy:
 
     async def _read_join(self, client: Side) -> tuple[str, str, bytes]:
         """Reads messages until a valid join: (session id, user id, the join's frames)."""
-        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        deadline = time.monotonic() + self.settings.join_timeout_ms / 1000
         limit = self.settings.max_message_bytes
         raw, payload = bytearray(), bytearray()
         while True:

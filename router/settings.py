@@ -41,6 +41,9 @@ class RouterSettings:
     health_timeout_ms: int = 1_000
     connect_timeout_ms: int = 3_000
     handoff_timeout_ms: int = 10_000
+    # How long a JSON client may take to send its join (not in the environment: no one has
+    # needed to tune it; tests shorten it).
+    join_timeout_ms: int = 60_000
 
     def __post_init__(self) -> None:
         if not self.workers and not self.workers_dns:

@@ -3,7 +3,7 @@
 Which worker a connection goes to (the session in a ``/yjs/`` path, or in the JSON ``join``),
 and what the router answers itself on the JSON path before the join: the same answers a worker
 gives, and RFC 6455's refusals. A real router in this event loop, stand-in workers that record
-what reaches them (tests/router/test_proxy_upstream.py), raw sockets as clients.
+what reaches them (tests/router/fakes.py), raw sockets as clients.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 
-from router import frames, proxy, ring
+from router import frames, ring
 from router.server import Router
-from tests.router.test_proxy_upstream import (
+from tests.router.fakes import (
     JOIN,
     FakeWorker,
     RawClient,
@@ -144,11 +144,11 @@ class TestBeforeTheJoin:
                 assert (await c.closed())[0] == 1009
             assert upgrades(workers) == {name: [] for name in NAMES}
 
-    async def test_a_client_that_never_joins_is_closed_with_1008(
-        self, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        monkeypatch.setattr(proxy, "JOIN_TIMEOUT_S", 0.3)
-        async with three_workers() as (router, workers), RawClient.connect(router.port) as c:
+    async def test_a_client_that_never_joins_is_closed_with_1008(self) -> None:
+        async with (
+            three_workers(join_timeout_ms=300) as (router, workers),
+            RawClient.connect(router.port) as c,
+        ):
             c.send_text({"type": "ping"})
             assert await c.message() == {"type": "pong"}
             assert await c.closed() == (1008, "no join message in time")

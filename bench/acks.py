@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import websockets
 
+from tests.conftest import s3_env as store_env
 from tests.s3server import S3Server, free_port, start_s3_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,14 +182,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def s3_env(s3: S3Server, bucket: str) -> dict[str, str]:
-    kwargs = s3.store_kwargs(f"bench-{bucket}-{os.getpid()}")
-    return {
-        "MINIO_ENDPOINT": kwargs["endpoint"],
-        "MINIO_PORT": str(kwargs["port"]),
-        "MINIO_BUCKET": kwargs["bucket"],
-        "MINIO_ACCESS_KEY": kwargs["access_key"],
-        "MINIO_SECRET_KEY": kwargs["secret_key"],
-    }
+    return store_env(s3.store_kwargs(f"bench-{bucket}-{os.getpid()}"))
 
 
 def report(rows: list[dict[str, Any]], idle: list[dict[str, Any]], args: argparse.Namespace) -> str:

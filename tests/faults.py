@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Any, Literal
 
+from tests.conftest import s3_env
 from tests.s3server import free_port
 
 Mode = Literal["blackhole", "refuse"]
@@ -102,6 +103,18 @@ class TcpProxy:
         finally:
             if self.cut_mode is None:
                 dst.close()
+
+
+@asynccontextmanager
+async def s3_behind_proxy(
+    store_kwargs: dict[str, Any],
+) -> AsyncIterator[tuple[dict[str, str], TcpProxy]]:
+    """A worker's MINIO_* environment reaching the S3 server of ``store_kwargs`` through a
+    proxy, and the proxy: cutting it is an outage that keeps what was stored (a restarted
+    moto keeps nothing)."""
+    async with tcp_proxy(store_kwargs["endpoint"], store_kwargs["port"]) as proxy:
+        through = {**store_kwargs, "endpoint": "127.0.0.1", "port": proxy.port}
+        yield s3_env(through), proxy
 
 
 @asynccontextmanager

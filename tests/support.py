@@ -257,6 +257,10 @@ class JsonClient:
     async def join(self, session: str, user: str) -> dict[str, Any]:
         return await self.request({"type": "join", "sessionId": session, "userId": user}, "joined")
 
+    async def send_op(self, **data: Any) -> None:
+        """A file operation, not waiting for its answer (it comes once stored)."""
+        await self.send({"type": "fileOperation", "data": data})
+
     async def file_op(self, **data: Any) -> dict[str, Any]:
         await self.send({"type": "fileOperation", "data": data})
         reply = await self.recv_any(("fileOperationSuccess", "error"))

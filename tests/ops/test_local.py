@@ -10,8 +10,7 @@ import pytest
 import websockets
 
 from tests.cli import collab
-from tests.conftest import s3_env
-from tests.faults import tcp_proxy
+from tests.faults import s3_behind_proxy
 from tests.pool import TOKEN, pool, sessions_owned_by
 from tests.s3server import free_port, start_s3_server
 from tests.support import JsonClient
@@ -113,24 +112,13 @@ class TestSelfDrain:
         # Storage is cut with a proxy, not by stopping moto: a restarted moto is empty, and
         # what was acknowledged before the cut is stored and must stay so.
         with start_s3_server() as s3:
-            kwargs = s3.store_kwargs("prestop-timeout")
-            async with tcp_proxy(kwargs["endpoint"], kwargs["port"]) as cut:
-                env = s3_env({**kwargs, "endpoint": "127.0.0.1", "port": cut.port})
+            async with s3_behind_proxy(s3.store_kwargs("prestop-timeout")) as (env, cut):
                 async with pool(tmp_path, 1, env) as p, JsonClient.connect(p.url) as j:
                     await j.join("stuck", "alice")
                     await j.file_op(type="create", path="a.txt", content="stored")
                     await cut.cut("refuse")
                     # Made while storage is down: held in memory, not acknowledged (it cannot be).
-                    await j.send(
-                        {
-                            "type": "fileOperation",
-                            "data": {
-                                "type": "update",
-                                "path": "a.txt",
-                                "content": "in memory only",
-                            },
-                        }
-                    )
+                    await j.send_op(type="update", path="a.txt", content="in memory only")
                     port = str(p.workers["w-0"].port)
                     done = await collab(
                         "self-drain", "--timeout", "2", env={"PORT": port, "ADMIN_TOKEN": TOKEN}

@@ -14,8 +14,7 @@ import websockets
 
 from router.settings import RouterSettings
 from tests.cli import Done, collab
-from tests.conftest import s3_env
-from tests.faults import tcp_proxy
+from tests.faults import s3_behind_proxy
 from tests.jsclient import js_client, requires_node
 from tests.pool import TOKEN, Pool, another_router, pool, sessions_owned_by
 from tests.s3server import free_port, start_s3_server
@@ -88,7 +87,12 @@ class TestReadingThePool:
             assert cold["owner"] == p.owner("never-opened") and cold["live"] is False
             assert cold["holder"] is None and "recordError" not in cold
             assert header(await cli(p, "locate", "never-opened"))[:6] == [
-                "SESSION", "OWNER", "ADDRESS", "HOLDER", "EPOCH", "OWNED",
+                "SESSION",
+                "OWNER",
+                "ADDRESS",
+                "HOLDER",
+                "EPOCH",
+                "OWNED",
             ]
 
     async def test_status_is_one_screen_and_json(self, tmp_path: Path) -> None:
@@ -341,24 +345,13 @@ class TestDrainTimeout:
         # Storage is cut with a proxy, not by stopping moto: a restarted moto is empty, and
         # what was acknowledged before the cut is stored and must stay so.
         with start_s3_server() as s3:
-            kwargs = s3.store_kwargs("drain-timeout")
-            async with tcp_proxy(kwargs["endpoint"], kwargs["port"]) as cut:
-                env = s3_env({**kwargs, "endpoint": "127.0.0.1", "port": cut.port})
+            async with s3_behind_proxy(s3.store_kwargs("drain-timeout")) as (env, cut):
                 async with pool(tmp_path, 1, env) as p, JsonClient.connect(p.url) as j:
                     await j.join("stuck", "alice")
                     await j.file_op(type="create", path="a.txt", content="stored before the cut")
                     await cut.cut("refuse")
                     # Held in memory and not acknowledged: acknowledged means stored.
-                    await j.send(
-                        {
-                            "type": "fileOperation",
-                            "data": {
-                                "type": "update",
-                                "path": "a.txt",
-                                "content": "edited while down",
-                            },
-                        }
-                    )
+                    await j.send_op(type="update", path="a.txt", content="edited while down")
                     done = await cli(p, "drain", "w-0", "--wait", "--timeout", "3")
                     assert done.returncode == 1
                     assert "w-0 still holds 1 session(s) after 3 s: stuck" in done.stderr

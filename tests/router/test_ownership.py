@@ -23,7 +23,7 @@ import pytest
 
 from router.settings import RouterSettings
 from tests.conftest import s3_env
-from tests.faults import tcp_proxy
+from tests.faults import s3_behind_proxy, tcp_proxy
 from tests.jsclient import js_client, requires_node
 from tests.pool import TOKEN, Pool, another_router, pool, session_on, sessions_owned_by
 from tests.s3server import S3Server, free_port
@@ -233,8 +233,7 @@ class TestFaultsUnderLiveEditing:
         healed, w-0 comes back empty-handed and nothing acknowledged was lost."""
         session = sessions_owned_by("w-0", NAMES, 1, "nostore")[0]
         kwargs = s3_server.store_kwargs(f"cut-{time.monotonic_ns()}")
-        async with tcp_proxy(kwargs["endpoint"], kwargs["port"]) as to_storage:
-            through_proxy = s3_env({**kwargs, "endpoint": "127.0.0.1", "port": to_storage.port})
+        async with s3_behind_proxy(kwargs) as (through_proxy, to_storage):
             async with (
                 pool(tmp_path, 2, s3_env(kwargs), worker_env={"w-0": through_proxy}) as p,
                 watching(p.workers, session),

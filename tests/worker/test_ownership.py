@@ -21,7 +21,7 @@ import websockets
 
 from contract.routing import MISDIRECTED, OwnerHint
 from tests.conftest import s3_env
-from tests.faults import tcp_proxy
+from tests.faults import s3_behind_proxy
 from tests.s3server import S3Server
 from tests.support import (
     JsonClient,
@@ -264,8 +264,7 @@ class TestTakeover:
         """Its clients still reach it, storage does not: within T - T/5 it stops serving
         (clients closed, readiness "fenced"), and the next worker takes over at once."""
         kwargs = s3_server.store_kwargs(f"cut-{time.monotonic_ns()}")
-        async with tcp_proxy(kwargs["endpoint"], kwargs["port"]) as to_storage:
-            cut_env = s3_env({**kwargs, "endpoint": "127.0.0.1", "port": to_storage.port})
+        async with s3_behind_proxy(kwargs) as (cut_env, to_storage):
             one = worker_process(tmp_path, "w-1", cut_env)
             two = worker_process(tmp_path, "w-2", s3_env(kwargs))
             await asyncio.gather(one.start(), two.start())

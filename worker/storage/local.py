@@ -194,8 +194,12 @@ def _write_batch(items: list[tuple[Path, bytes]], fsync: bool) -> list[OSError |
     return result
 
 
-def _write_temp(path: Path, data: bytes) -> str:
-    """The object's bytes in a temp file beside it (not synced); returns the temp name."""
+def _write_temp(path: Path, data: bytes, *, fsync: bool = False) -> str:
+    """The object's bytes in a temp file beside it (synced when ``fsync``); the temp name.
+
+    Plain ``os`` calls, and ``mkdir`` only when the directory is missing: a group commit
+    writes one of these per session per flush interval, so every syscall shows in the CPU.
+    """
     directory = os.path.dirname(path)
     tmp = f"{directory}/{_TMP_PREFIX}{os.path.basename(path)}.{os.getpid()}.{next(_tmp_ids)}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -208,6 +212,8 @@ def _write_temp(path: Path, data: bytes) -> str:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+        if fsync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
@@ -244,35 +250,16 @@ def _sync_filesystem(path: Path) -> None:
 
 
 def _write_atomic(path: Path, data: bytes, fsync: bool) -> None:
-    """Temp file, fsync, rename, fsync the directory: the object is whole, durable, or absent.
-
-    Plain ``os`` calls, and ``mkdir`` only when the directory is missing: a group commit writes
-    one of these per session per flush interval, so every syscall here shows in the worker's CPU.
-    """
-    directory = os.path.dirname(path)
-    tmp = f"{directory}/{_TMP_PREFIX}{os.path.basename(path)}.{os.getpid()}.{next(_tmp_ids)}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    """Temp file, fsync, rename, fsync the directory: the object is whole, durable, or absent."""
+    tmp = _write_temp(path, data, fsync=fsync)
     try:
-        fd = os.open(tmp, flags, 0o644)
-    except FileNotFoundError:
-        os.makedirs(directory, exist_ok=True)
-        fd = os.open(tmp, flags, 0o644)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     if fsync:
-        _fsync_dir(directory)
+        _fsync_dir(os.path.dirname(path))
 
 
 def _version(data: bytes) -> str:

@@ -9,7 +9,7 @@ WEB_DEPS := web/node_modules/.installed
 WEB_STAMP := router/webapp/.built
 WEB_SOURCES := web/build.mjs web/package.json $(wildcard web/src/*)
 
-.PHONY: install run test lint bench clean web
+.PHONY: install run test lint bench clean screenshots web
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,6 +42,10 @@ run: $(STAMP) $(WEB_STAMP)
 ## test: every test (unit, contract over local + S3 server process, interop, soak)
 test: install
 	$(BIN)/python -m pytest -q
+
+## screenshots: the browser tests, replacing the pictures in docs/images
+screenshots: install
+	COLLAB_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/web
 
 lint: $(STAMP)
 	$(BIN)/ruff check contract worker router ops tests bench

@@ -8,6 +8,7 @@ default timeout of 10 s per action and assertion, and a whole-test timeout in th
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -123,8 +124,16 @@ def no_errors(*people: Person) -> None:
 
 
 async def screenshot(page: Page, name: str) -> Path:
-    """A picture for the docs (docs/images), of what the page really shows."""
+    """A picture for the docs (docs/images), of what the page really shows.
+
+    The picture is always taken (so the page could be drawn); it replaces the one in docs/
+    when that is missing or when ``COLLAB_UPDATE_SCREENSHOTS=1`` (``make screenshots``), so an
+    ordinary test run leaves the checkout clean (commit ids and times differ every run).
+    """
     IMAGES.mkdir(parents=True, exist_ok=True)
     path = IMAGES / name
-    await page.screenshot(path=str(path))
+    taken = await page.screenshot()
+    assert taken.startswith(b"\x89PNG"), "the browser returned no picture"
+    if not path.exists() or os.environ.get("COLLAB_UPDATE_SCREENSHOTS") == "1":
+        path.write_bytes(taken)
     return path

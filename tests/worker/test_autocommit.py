@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
+import structlog
 
 from tests.support import JsonClient, eventually, run_worker, settings_for, wait_until
 from worker.git_branch import sync_packs
@@ -153,3 +155,40 @@ class TestAutoCommit:
             assert await ref_of(storage, "g") is not None
         repo = await history(storage, "g", tmp_path / "check.git")
         assert git(repo, "log", "-1", "--format=%an").strip() == "dave"
+
+
+class TestFailingCommits:
+    async def test_any_failure_is_logged_counted_and_backed_off(self, tmp_path: Path) -> None:
+        """A damaged local repository (its objects gone, its list of synced packs kept) makes
+        dulwich raise KeyError, none of the storage or git errors: still logged with its
+        traceback, counted as outcome=error, and the next automatic attempt waits longer."""
+        storage = tmp_path / "storage"
+        await make_git_session(storage, "dmg")
+        settings = git_settings(tmp_path, cooldown_ms=300)
+        async with (
+            run_worker(settings) as worker,
+            JsonClient.connect(f"ws://127.0.0.1:{settings.port}") as alice,
+        ):
+            await alice.join("dmg", "alice")
+            await alice.file_op(type="create", path="a.txt", content="one")
+            await eventually(lambda: ref_of(storage, "dmg"), 10, "the first commit")
+            # The local cache is damaged: every object gone, its list of synced packs kept.
+            for obj in (tmp_path / "ws" / "dmg" / "repo.git" / "objects").rglob("*"):
+                if obj.is_file():
+                    obj.unlink()
+            metrics = worker.app.state.metrics
+            with structlog.testing.capture_logs() as logs:
+                await alice.file_op(type="update", path="a.txt", content="two")
+                await wait_until(
+                    lambda: metrics.value("collab_commits_total", outcome="error") >= 1,
+                    10,
+                    "a failed commit",
+                )
+                failed_at = time.monotonic()
+            failures = [e for e in logs if e["event"] == "commit_failed"]
+            assert failures and "KeyError" in failures[0]["error"]
+            assert failures[0]["exc_info"] is not None  # the traceback goes with it
+            retry = worker.manager.autocommit.retry_at("dmg") - failed_at
+            assert retry >= 2 * settings.cooldown_ms / 1000 * 0.9  # not every cooldown
+            await asyncio.sleep(settings.cooldown_ms * 1.5 / 1000)  # past one plain cooldown
+            assert metrics.value("collab_commits_total", outcome="error") == 1

@@ -32,7 +32,9 @@ from tests.support import (
     settings_for,
     wait_until,
 )
+from worker.git_branch import StaleOwner
 from worker.settings import StorageSettings
+from worker.storage import LocalStore, SessionMeta, SessionStore
 
 TTL_MS = 2000
 
@@ -155,6 +157,30 @@ class TestOneLiveOwner:
             assert "s-idle" not in one.manager.sessions
             assert two.manager.sessions["s-idle"].claim.epoch == 2
             assert metric(await scrape(two.http), "collab_ownership_takeovers_total") == 0
+
+    async def test_a_deposed_owners_commit_cannot_move_the_branch(self, tmp_path: Path) -> None:
+        """w-1 owned a git session (epoch 1); w-2 took it over (epoch 2) and committed. w-1's
+        old copy then commits its stale tree: refused (outcome refused), the branch is w-2's."""
+        storage = SessionStore(LocalStore(tmp_path / "storage"), "setup")
+        await storage.put_meta("s-git", SessionMeta.new(is_git_repo=True))
+        async with two_workers(tmp_path) as (one, two):
+            async with JsonClient.connect(one.url) as alice:
+                await alice.join("s-git", "alice")
+                await alice.file_op(type="create", path="a.txt", content="old")
+            stale = one.manager.sessions["s-git"]
+            await wait_until(lambda: stale.client_count == 0 and stale.reserved == 0)
+            async with JsonClient.connect(two.url) as bob:
+                assert (await bob.join("s-git", "bob"))["containerId"] == "w-2"
+                await bob.file_op(type="update", path="a.txt", content="new")
+                live = two.manager.sessions["s-git"]
+                done = await two.manager.autocommit.commit(live, force=True)
+                assert done is not None and done.sha
+            with pytest.raises(StaleOwner):
+                await one.manager.autocommit.commit(stale, force=True)
+            ref = await storage.read_ref("s-git")
+            assert ref is not None and (ref.sha, ref.epoch) == (done.sha, 2)
+            page = await scrape(one.http)
+            assert metric(page, "collab_commits_total", outcome="refused") == 1
 
     async def test_a_handed_off_session_is_free_for_the_next_owner(self, tmp_path: Path) -> None:
         """A hand-off (a router moved the session) releases the owner record before the

@@ -151,11 +151,14 @@ class Flusher:
                 logged = True
 
             try:
-                async with anyio.create_task_group() as tg:
-                    if updates:
+                if updates and entries:
+                    async with anyio.create_task_group() as tg:
                         tg.start_soon(put_updates)
-                    if entries:
                         tg.start_soon(put_log)
+                elif updates:  # most flushes: no task of their own (they cost more than the put)
+                    await put_updates()
+                else:
+                    await put_log()
             finally:
                 # Whatever did not land goes back in front of what was buffered since (also
                 # when cancelled mid-write: it is written again; merging twice is harmless).
@@ -255,13 +258,16 @@ class Flusher:
                 due.append(s)
         if due:
 
-            async def one(s: Session) -> None:
+            async def flush_some() -> None:
+                # One task per slot of the limiter, not one per session: a task (and a limiter
+                # round) per flush cost more CPU than many of the flushes (docs/benchmarks.md).
                 async with self._limiter:
-                    await self.flush(s)
+                    while due:
+                        await self.flush(due.pop())
 
             async with anyio.create_task_group() as tg:
-                for s in due:
-                    tg.start_soon(one, s)
+                for _ in range(min(len(due), _PARALLEL_FLUSHES)):
+                    tg.start_soon(flush_some)
         self.update_lag_metrics(sessions)
 
     def update_lag_metrics(self, sessions: list[Session]) -> tuple[int, float]:

@@ -33,6 +33,7 @@ _MAX_BACKOFF_S = 30.0
 # waiting acknowledgements together), so a burst of writes leaves storage connections free for
 # loads and never queues up without bound.
 _PARALLEL_FLUSHES = 16
+_MERGE_FAN_IN = 32
 
 
 class StorageHealth:
@@ -78,7 +79,19 @@ def merged_by_doc(updates: list[PendingUpdate]) -> list[tuple[str, bytes]]:
     by_doc: dict[str, list[bytes]] = defaultdict(list)
     for u in updates:
         by_doc[u.doc].append(u.update)
-    return [(doc, ups[0] if len(ups) == 1 else merge_updates(*ups)) for doc, ups in by_doc.items()]
+    return [(doc, merge_many(ups)) for doc, ups in by_doc.items()]
+
+
+def merge_many(updates: list[bytes]) -> bytes:
+    """``merge_updates(*updates)``, in rounds of ``_MERGE_FAN_IN``: one merge of thousands of
+    small updates costs time quadratic in their number (3,000: 37 ms, 30,000: 5 s, holding
+    the event loop), a tree of small merges a fraction of it, with the same result."""
+    while len(updates) > 1:
+        updates = [
+            merge_updates(*updates[i : i + _MERGE_FAN_IN]) if i + 1 < len(updates) else updates[i]
+            for i in range(0, len(updates), _MERGE_FAN_IN)
+        ]
+    return updates[0]
 
 
 class Flusher:

@@ -184,17 +184,19 @@ class Listener:
 
     # --- stopping ----------------------------------------------------------------------------
 
-    async def close(self) -> None:
+    async def close(self, *, wait: bool = True) -> None:
         """Every WebSocket still open is closed (1012, after the drain sent the others away),
-        handshakes in progress are answered 500 and their tasks cancelled; then the peers get
-        a moment to answer our close frames (hanging up at once could reset the connection
-        before they read it)."""
+        handshakes in progress are answered 500 and their tasks cancelled; then, unless told
+        not to ``wait``, the peers get a moment to answer our close frames (hanging up at once
+        could reset the connection before they read it)."""
         if self._ticker is not None:
             self._ticker.cancel()
         for conn in list(self.connections):
             conn.shutdown()
         for task in list(self.tasks):
             task.cancel()
+        if not wait:
+            return
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=2)
         if self.connections:

@@ -82,7 +82,7 @@ class WorkerServer:
             if public is not None:
                 public.close()
             if self.listener is not None:
-                await self.listener.close()
+                await self.listener.close(wait=not self.force_exit)
             self.http.should_exit = True
             try:
                 await http

@@ -93,7 +93,7 @@ def _active_table(rows: list[dict[str, Any]]) -> list[str]:
     head = (
         "| server | clients | delivered upd/s | fan-out p50 / p99 ms | connect p50 / p99 ms "
         "| server CPU | CPU s per 1k delivered",
-        "RSS MB | delivered / expected | deflate | loadgen CPU % |",
+        "RSS MB | delivered / expected | deflate | loadgen CPU % | other CPU % |",
     )
 
     def cells(r: dict[str, Any], ratios: str) -> str:
@@ -103,7 +103,8 @@ def _active_table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {_pair(r['connect_p50_ms'], r['connect_p99_ms'])} "
             f"| {_f(r['server_cpu_pct'], 0)}% | {_f(r['cpu_s_per_1k'], 3)} | {ratios} "
             f"| {_f(r['rss_mb'], 0)} | {_f(r['delivery_ratio'], 3)} | {_yes(r['deflate'])} "
-            f"| {' + '.join(str(x) for x in r['loadgen_cpu_pct'])} |"
+            f"| {' + '.join(str(x) for x in r['loadgen_cpu_pct'])} "
+            f"| {_f(r.get('other_cpu_pct'), 0)} |"
         )
 
     return _table(rows, "cpu_s_per_1k", head, cells)
@@ -113,7 +114,7 @@ def _idle_table(rows: list[dict[str, Any]]) -> list[str]:
     head = (
         "| server | connections | connect p50 / p99 ms | RSS before -> after MB "
         "| KB per connection",
-        "server CPU while idle | deflate |",
+        "server CPU while idle | deflate | other CPU % |",
     )
 
     def cells(r: dict[str, Any], ratios: str) -> str:
@@ -122,7 +123,7 @@ def _idle_table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {_pair(r['connect_p50_ms'], r['connect_p99_ms'])} "
             f"| {_f(r['rss_before_mb'], 0)} -> {_f(r['rss_mb'], 0)} "
             f"| {_f(r['rss_per_conn_kb'], 1)} | {ratios} | {_f(r['server_cpu_pct'], 1)}% "
-            f"| {_yes(r['deflate'])} |"
+            f"| {_yes(r['deflate'])} | {_f(r.get('other_cpu_pct'), 0)} |"
         )
 
     return _table(rows, "rss_per_conn_kb", head, cells)
@@ -152,7 +153,10 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], shapes: list[Shape]
         "started server, per connection).",
         f"- Max-rate writers keep {meta['window']} updates in flight each, until a client has "
         "received them. Writers and readers run in separate load-generator processes; their CPU "
-        "is the last column (100 = one core).",
+        "is the *loadgen CPU* column (100 = one core).",
+        "- *Other CPU*: the rest of the machine over the window (busy time from /proc/stat "
+        "minus the server's and the load generators'; 100 = one core): the VM is shared, so a "
+        "window with much of it is suspect.",
     ]
     for shape in shapes:
         mine = [r for r in rows if r["shape"] == shape.key]

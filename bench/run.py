@@ -192,6 +192,11 @@ async def measure(
         if row["connections"]
         else None,
         loadgen_cpu_pct=measured.loadgen_cpu_pct,
+        # The VM is shared: what the rest of the machine took over the window (100 = one core),
+        # i.e. busy time minus the server's and the load generators'.
+        other_cpu_pct=100
+        * max(0.0, measured.system_cpu_s - cpu - measured.loadgen_cpu_s)
+        / duration,
     )
     return row
 
@@ -272,7 +277,7 @@ async def run(
                 f"    {row['delivered_per_s']:.0f} delivered/s,"
                 f" p99 {row['latency_p99_ms'] or 0:.1f} ms,"
                 f" server CPU {row['server_cpu_pct']:.0f}%, RSS {row['rss_mb']:.0f} MB,"
-                f" loadgen CPU {row['loadgen_cpu_pct']}%"
+                f" loadgen CPU {row['loadgen_cpu_pct']}%, other CPU {row['other_cpu_pct']:.0f}%"
             )
             rows.append(row)
     return rows

@@ -17,6 +17,7 @@ ABNORMAL = CloseCode.ABNORMAL_CLOSURE  # 1006: never on the wire; the peer vanis
 INVALID_DATA = CloseCode.INVALID_DATA  # 1007: a corrupt Yjs message
 POLICY = CloseCode.POLICY_VIOLATION  # 1008: unknown path, slow client, no join in time
 TOO_BIG = CloseCode.MESSAGE_TOO_BIG  # 1009: over MAX_MESSAGE_BYTES
+INTERNAL_ERROR = CloseCode.INTERNAL_ERROR  # 1011: a bug of ours, or no answer to a keep-alive ping
 RESTART = CloseCode.SERVICE_RESTART  # 1012: reconnect now; the session moved (drain, hand-off)
 TRY_AGAIN = CloseCode.TRY_AGAIN_LATER  # 1013: reconnect later (storage down, no worker ready)
 UNAUTHENTICATED = 4401  # no token, or a bad one

@@ -1,8 +1,8 @@
-"""Run an ASGI app on uvicorn with our own drain-first signal handling.
+"""uvicorn without its signal handlers, and the drain-first signal handling that replaces them.
 
 uvicorn's own handlers would close every WebSocket before the app can flush and hand off, so
 they are replaced: the first SIGTERM/SIGINT runs ``on_stop`` (drain: flush, close clients with
-1012) and only then lets uvicorn shut down; a second signal stops at once.
+1012) and only then lets the server shut down; a second signal stops at once.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Protocol
 
 import anyio
 import uvicorn
@@ -24,16 +25,12 @@ class Server(uvicorn.Server):
         yield  # signals are ours (see serve)
 
 
-def uvicorn_config(app: ASGIApp, host: str, port: int, max_message_bytes: int) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp) -> uvicorn.Config:
+    """uvicorn for an HTTP app served on a private socket (``contract.private_socket``), with
+    its lifespan: the program's public port and its WebSockets are its own."""
     return uvicorn.Config(
         app,
-        host=host,
-        port=port,
-        # permessage-deflate off on purpose: it doubles memory per idle connection and costs
-        # CPU on every small Yjs update (docs/benchmarks.md).
-        ws_per_message_deflate=False,
-        ws_max_size=max_message_bytes,
-        ws="websockets-sansio",
+        ws="none",
         lifespan="on",
         log_config=None,
         access_log=False,
@@ -41,8 +38,17 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, max_message_bytes: int) -
     )
 
 
-async def serve(config: uvicorn.Config, on_stop: Callable[[], Awaitable[None]]) -> None:
-    server = Server(config)
+class Stoppable(Protocol):
+    """A server run until asked to stop (``should_exit``) or to stop at once (``force_exit``),
+    as ``uvicorn.Server`` is."""
+
+    should_exit: bool
+    force_exit: bool
+
+    async def serve(self) -> None: ...
+
+
+async def serve(server: Stoppable, on_stop: Callable[[], Awaitable[None]]) -> None:
     async with anyio.create_task_group() as tg:
 
         async def watch_signals() -> None:

@@ -8,18 +8,13 @@ round is done and the port is open; cancelling it stops accepting, sends every c
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-import shutil
-import socket
-import sys
-import tempfile
 
 import anyio
 import structlog
 import uvicorn
 from anyio.abc import TaskStatus
 
+from contract.private_socket import PrivateSocket
 from contract.server import Server
 
 from .http_app import create_http_app
@@ -58,26 +53,10 @@ async def run_router(
 ) -> None:
     metrics = RouterMetrics()
     membership = Membership(settings, metrics, resolve=resolve)
-    # Linux: an abstract socket (no file, so a read-only root filesystem is fine); elsewhere a
-    # socket file in a private temporary directory.
-    scratch = None if sys.platform == "linux" else tempfile.mkdtemp(prefix="collab-router-")
-    socket_path = (
-        f"\0collab-router-{os.getpid()}-{secrets.token_hex(8)}"
-        if scratch is None
-        else os.path.join(scratch, "http.sock")
-    )
-    loop = asyncio.get_running_loop()
+    private = PrivateSocket("collab-router")
 
     async def open_http() -> tuple[asyncio.BaseTransport, Side]:
-        # Connected by hand: uvloop's create_unix_connection refuses abstract socket names.
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            await loop.sock_connect(sock, socket_path)
-        except OSError:
-            sock.close()
-            raise
-        return await loop.create_unix_connection(Side, sock=sock)
+        return await private.connect(Side)
 
     proxy = Proxy(settings, metrics, membership, open_http)
     membership.on_change = proxy.ring_changed
@@ -91,10 +70,7 @@ async def run_router(
             timeout_graceful_shutdown=1,
         )
     )
-    # Bound before uvicorn starts, so the first proxied request never finds it missing.
-    http_socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    http_socket.bind(socket_path)
-    http_socket.listen(128)
+    http_socket = private.listen()
     http_done = anyio.Event()
 
     async def serve_http() -> None:
@@ -116,7 +92,7 @@ async def run_router(
         async with anyio.create_task_group() as tg:
             await tg.start(membership.run)
             tg.start_soon(serve_http)
-            listener = await loop.create_server(
+            listener = await asyncio.get_running_loop().create_server(
                 proxy.protocol_factory, settings.host, settings.port, backlog=4096
             )
             port = listener.sockets[0].getsockname()[1]
@@ -141,6 +117,5 @@ async def run_router(
                     tg.cancel_scope.cancel()
     finally:
         http_socket.close()
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        private.remove()
         log.info("router_stopped", router=settings.router_id)

@@ -27,11 +27,11 @@ from pycrdt import Doc, Map, Provider, Text
 from pycrdt.websocket.websocket import HttpxWebsocket
 from websockets.typing import Subprotocol
 
-from contract.server import Server, uvicorn_config
 from tests.s3server import free_port
 from worker import yjs_protocol as yjs
 from worker.app import create_app
 from worker.client import Client, Payload
+from worker.server import WorkerServer
 from worker.settings import Settings, StorageSettings
 from worker.storage import Store
 
@@ -57,7 +57,7 @@ def settings_for(storage: StorageSettings, **kw: Any) -> Settings:
 @dataclass
 class RunningWorker:
     settings: Settings
-    server: Server
+    server: WorkerServer
     app: Any
 
     @property
@@ -77,10 +77,10 @@ class RunningWorker:
 async def run_worker(
     settings: Settings, store: Store | None = None
 ) -> AsyncIterator[RunningWorker]:
-    """A real uvicorn worker on a free loopback port, in this event loop."""
+    """A real worker on a free loopback port, in this event loop (``python -m worker`` without
+    its signal handling)."""
     app = create_app(settings, store)
-    config = uvicorn_config(app, settings.host, settings.port, settings.max_message_bytes)
-    server = Server(config)
+    server = WorkerServer(app, settings)
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 10
     while not server.started:
@@ -423,21 +423,44 @@ class Editor:
         return self.doc.get_update(before)
 
 
-def buffering_client(user: str = "anonymous", limit: int = 1 << 20) -> Client:
+class BufferingClient(Client):
+    """A worker-side client with no socket: what sessions and rooms send it stays buffered,
+    up to ``limit`` bytes (past it the client is dropped as too slow, as a connection is)."""
+
+    __slots__ = ("limit", "sent")
+
+    def __init__(self, user_id: str, limit: int) -> None:
+        super().__init__(user_id)
+        self.limit = limit
+        self.sent: list[Payload] = []
+
+    def send(self, data: Payload) -> bool:
+        if self.closing:
+            return False
+        if sum(len(m) for m in self.sent) + len(data) > self.limit:
+            self.close(1008, "send buffer overflow: client too slow to keep up", discard=True)
+            return False
+        self.sent.append(data)
+        return True
+
+    def close(self, code: int, reason: str, *, discard: bool = False) -> None:
+        if self.closing:
+            return
+        self.closing, self.close_code, self.close_reason = True, code, reason
+        if discard:
+            self.sent.clear()
+
+
+def buffering_client(user: str = "anonymous", limit: int = 1 << 20) -> BufferingClient:
     """A worker-side client with no socket: what sessions and rooms send it stays buffered."""
-    return Client(limit, user_id=user)
+    return BufferingClient(user, limit)
 
 
 async def drain(client: Client) -> list[Payload]:
-    """Everything queued to ``client`` so far, in order (closes it; its writer runs to the end)."""
-    out: list[Payload] = []
-
-    async def transmit(data: Payload) -> None:
-        out.append(data)
-
+    """Everything queued to ``client`` so far, in order (closes it)."""
+    assert isinstance(client, BufferingClient)
     client.close(1000, "drained by the test")
-    await client.run_writer(transmit)
-    return out
+    return list(client.sent)
 
 
 async def end_of_turn() -> None:

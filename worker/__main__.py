@@ -1,4 +1,4 @@
-"""``python -m worker``: Settings.from_env() → create_app(settings) → uvicorn."""
+"""``python -m worker``: Settings.from_env() → create_app(settings) → WorkerServer."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ import structlog
 
 from contract.env import ConfigError
 from contract.logs import configure_logging
-from contract.server import serve, uvicorn_config
+from contract.server import serve
 
 from .app import create_app
+from .server import WorkerServer
 from .settings import Settings
 
 
 def run(settings: Settings) -> None:
     configure_logging(settings.log_format)
     app = create_app(settings)
-    config = uvicorn_config(app, settings.host, settings.port, settings.max_message_bytes)
+    server = WorkerServer(app, settings)
 
     async def drain() -> None:
         state = getattr(app.state, "worker", None)
@@ -26,7 +27,7 @@ def run(settings: Settings) -> None:
             structlog.get_logger("worker").info("signal_received", action="drain")
             await state.manager.handoff.drain(settings.drain_timeout_ms / 1000)
 
-    anyio.run(serve, config, drain, backend_options={"use_uvloop": True})
+    anyio.run(serve, server, drain, backend_options={"use_uvloop": True})
 
 
 def main() -> None:

@@ -12,16 +12,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from contract import close_codes as codes
 
 from .endpoints.admin_api import admin_routes
 from .endpoints.http_api import http_api_routes
-from .endpoints.json_socket import json_endpoint
 from .endpoints.peer_api import peer_routes
 from .endpoints.worker_state import WorkerState
-from .endpoints.yjs_socket import yjs_endpoint
 from .manager import SessionManager
 from .metrics import WorkerMetrics
 from .settings import Settings
@@ -35,30 +30,9 @@ from .storage import (
 log = structlog.get_logger("worker.app")
 
 
-class WorkerApp:
-    """WebSockets go straight to their endpoint; HTTP and the lifespan go to Starlette."""
-
-    def __init__(self, http: Starlette) -> None:
-        self.http: ASGIApp = http
-        self.state = http.state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
-            await self.http(scope, receive, send)
-            return
-        state: WorkerState = self.state.worker
-        path: str = scope["path"]
-        if path.startswith("/yjs/"):
-            await yjs_endpoint(state, scope, path[5:], receive, send)
-        elif path in ("/", "/ws"):
-            await json_endpoint(state, scope, receive, send)
-        else:
-            await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": codes.POLICY, "reason": "unknown path"})
-
-
-def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
-    """The worker app; ``store`` overrides the one described by ``settings.storage``."""
+def create_app(settings: Settings, store: Store | None = None) -> Starlette:
+    """The worker's HTTP app and its lifespan; ``store`` overrides the one described by
+    ``settings.storage``. Its WebSockets are served by ``worker.server``, not through it."""
     metrics = WorkerMetrics()
     metrics.info.labels(settings.worker_id).set(1)
     started = time.monotonic()
@@ -165,4 +139,4 @@ def create_app(settings: Settings, store: Store | None = None) -> WorkerApp:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.metrics = metrics
-    return WorkerApp(app)
+    return app

@@ -33,6 +33,7 @@ _MAX_BACKOFF_S = 30.0
 # waiting acknowledgements together), so a burst of writes leaves storage connections free for
 # loads and never queues up without bound.
 _PARALLEL_FLUSHES = 16
+_MERGE_FAN_IN = 32
 
 
 class StorageHealth:
@@ -78,7 +79,19 @@ def merged_by_doc(updates: list[PendingUpdate]) -> list[tuple[str, bytes]]:
     by_doc: dict[str, list[bytes]] = defaultdict(list)
     for u in updates:
         by_doc[u.doc].append(u.update)
-    return [(doc, ups[0] if len(ups) == 1 else merge_updates(*ups)) for doc, ups in by_doc.items()]
+    return [(doc, merge_many(ups)) for doc, ups in by_doc.items()]
+
+
+def merge_many(updates: list[bytes]) -> bytes:
+    """``merge_updates(*updates)``, in rounds of ``_MERGE_FAN_IN``: one merge of thousands of
+    small updates costs time quadratic in their number (3,000: 37 ms, 30,000: 5 s, holding
+    the event loop), a tree of small merges a fraction of it, with the same result."""
+    while len(updates) > 1:
+        updates = [
+            merge_updates(*updates[i : i + _MERGE_FAN_IN]) if i + 1 < len(updates) else updates[i]
+            for i in range(0, len(updates), _MERGE_FAN_IN)
+        ]
+    return updates[0]
 
 
 class Flusher:
@@ -151,11 +164,14 @@ class Flusher:
                 logged = True
 
             try:
-                async with anyio.create_task_group() as tg:
-                    if updates:
+                if updates and entries:
+                    async with anyio.create_task_group() as tg:
                         tg.start_soon(put_updates)
-                    if entries:
                         tg.start_soon(put_log)
+                elif updates:  # most flushes: no task of their own (they cost more than the put)
+                    await put_updates()
+                else:
+                    await put_log()
             finally:
                 # Whatever did not land goes back in front of what was buffered since (also
                 # when cancelled mid-write: it is written again; merging twice is harmless).
@@ -255,13 +271,16 @@ class Flusher:
                 due.append(s)
         if due:
 
-            async def one(s: Session) -> None:
+            async def flush_some() -> None:
+                # One task per slot of the limiter, not one per session: a task (and a limiter
+                # round) per flush cost more CPU than many of the flushes (docs/benchmarks.md).
                 async with self._limiter:
-                    await self.flush(s)
+                    while due:
+                        await self.flush(due.pop())
 
             async with anyio.create_task_group() as tg:
-                for s in due:
-                    tg.start_soon(one, s)
+                for _ in range(min(len(due), _PARALLEL_FLUSHES)):
+                    tg.start_soon(flush_some)
         self.update_lag_metrics(sessions)
 
     def update_lag_metrics(self, sessions: list[Session]) -> tuple[int, float]:

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
-from starlette.types import Receive, Scope, Send
 
 from contract import close_codes as codes
 from contract import json_protocol as jmsg
@@ -33,8 +33,8 @@ from contract.paths import PathRefused, check_path
 from contract.routing import SESSION_HEADER
 
 from .. import files
-from ..client import Client
-from ..connection import accept, connected, header, pump
+from ..client import Client, Payload
+from ..connection import Connection
 from ..manager import SessionUnavailable
 from ..ownership import NotOwner
 from ..session import Session, SessionMoving, UpdateRejected
@@ -44,55 +44,49 @@ from .worker_state import WorkerState
 log = structlog.get_logger("worker.json")
 
 
-async def json_endpoint(state: WorkerState, scope: Scope, receive: Receive, send: Send) -> None:
-    offered = scope.get("subprotocols") or []
+async def open_json(state: WorkerState, conn: Connection) -> None:
+    offered = conn.subprotocols
     subprotocol = state.auth.subprotocol(offered)
-    if not await connected(receive):
-        return
     try:
-        grant = state.auth.authenticate(scope.get("query_string", b""), offered)
+        grant = state.auth.authenticate(conn.query, offered)
     except AuthRefused as refused:
         state.metrics.protocol_errors.labels(refused.label).inc()
-        await refuse(send, subprotocol, refused.code, refused.reason, jmsg.auth_error(refused))
+        refuse(conn, subprotocol, refused.code, refused.reason, jmsg.auth_error(refused))
         return
     routed_to: Session | None = None
-    if (routed_id := header(scope, SESSION_HEADER)) is not None:
+    if (routed_id := conn.header(SESSION_HEADER)) is not None:
         try:
             routed_id = validate_session_id(routed_id)
             if grant is not None:
                 grant.check_session(routed_id)
             routed_to = await state.manager.acquire(routed_id)
         except ValueError as exc:
-            await refuse(send, subprotocol, codes.POLICY, f"invalid {SESSION_HEADER}: {exc}")
+            refuse(conn, subprotocol, codes.POLICY, f"invalid {SESSION_HEADER}: {exc}")
             return
         except AuthRefused as refused:
             state.metrics.protocol_errors.labels(refused.label).inc()
-            await refuse(send, subprotocol, refused.code, refused.reason, jmsg.auth_error(refused))
+            refuse(conn, subprotocol, refused.code, refused.reason, jmsg.auth_error(refused))
             return
         except NotOwner as exc:
             error = jmsg.error(jmsg.SESSION_UNAVAILABLE, str(exc))
-            await refuse_not_owner(scope, send, subprotocol, exc, error)
+            refuse_not_owner(conn, subprotocol, exc, error)
             return
         except SessionUnavailable as exc:
             code = codes.RESTART if exc.draining else codes.TRY_AGAIN
             error = jmsg.error(jmsg.SESSION_UNAVAILABLE, exc.reason)
-            await refuse(send, subprotocol, code, exc.reason, error)
+            refuse(conn, subprotocol, code, exc.reason, error)
             return
-    client = Client(
-        state.settings.send_buffer_bytes, on_overflow=state.metrics.slow_clients_dropped.inc
-    )
-    conn = _JsonConnection(state, client, grant, routed_to)
-    gauge = state.metrics.connections_active.labels("json")
-    gauge.inc()
-    try:
-        await accept(send, subprotocol)
-        await pump(receive, send, client, conn.handle)
-    finally:
-        gauge.dec()
-        conn.leave()
+    json_conn = _JsonConnection(state, conn, grant, routed_to)
+    if not conn.accept(subprotocol):
+        json_conn.leave()  # the peer left while the session was being claimed or loaded
+        return
+    state.metrics.connections_active.labels("json").inc()
+    conn.serve(json_conn.handle, json_conn.end)
 
 
 class _JsonConnection:
+    """One JSON client: its session once joined, its shadows, its replies in request order."""
+
     def __init__(
         self, state: WorkerState, client: Client, grant: Grant | None, routed_to: Session | None
     ) -> None:
@@ -148,25 +142,34 @@ class _JsonConnection:
 
     # --- messages ---------------------------------------------------------------------------
 
-    async def handle(self, raw: bytes | str) -> None:
+    def handle(self, raw: Payload) -> Coroutine[Any, Any, None] | None:
+        """Answers one message; a join that must claim or load its session is returned, to
+        run as a task while later messages wait (``worker.connection``)."""
         received = time.perf_counter()
         try:
             message = jmsg.parse(raw)
-            await self._dispatch(message, received)
+            if message["type"] == "join":
+                return self._join_step(message)
+            self._dispatch(message, received)
         except jmsg.MessageError as exc:
             self.state.metrics.protocol_errors.labels("json").inc()
             self.reply(jmsg.error(exc.error, exc.reason))
         except SessionMoving as exc:
             self.reply(jmsg.error(jmsg.SESSION_UNAVAILABLE, str(exc)))
             self.client.close(codes.RESTART, str(exc))
+        return None
 
-    async def _dispatch(self, message: dict[str, Any], received: float) -> None:
+    async def _join_step(self, message: dict[str, Any]) -> None:
+        try:
+            await self._join(message)
+        except jmsg.MessageError as exc:
+            self.state.metrics.protocol_errors.labels("json").inc()
+            self.reply(jmsg.error(exc.error, exc.reason))
+
+    def _dispatch(self, message: dict[str, Any], received: float) -> None:
         kind = message["type"]
         if kind == "ping":
             self.reply(jmsg.pong())
-            return
-        if kind == "join":
-            await self._join(message)
             return
         session = self.session
         if session is None:
@@ -250,6 +253,11 @@ class _JsonConnection:
         )
         session.broadcast_json(jmsg.user_joined(self.client.user_id), exclude=self.client)
         log.info("user_joined", session=session_id, user=self.client.user_id)
+
+    def end(self) -> None:
+        """The connection is over (either side closed it, or the peer is gone)."""
+        self.state.metrics.connections_active.labels("json").dec()
+        self.leave()
 
     def leave(self) -> None:
         if self.routed_to is not None:  # routed here, but never joined

@@ -7,34 +7,43 @@ another live worker is answered 421 with the owner, so the router connects there
 
 from __future__ import annotations
 
-import contextlib
-
-from starlette.types import Scope, Send
+from http import HTTPStatus
 
 from contract import close_codes as codes
-from contract.routing import MISDIRECTED, OwnerHint
+from contract.routing import MISDIRECTED, ROUTER_HEADER, OwnerHint
 
-from ..connection import accept, close, deny, routed
+from ..connection import Connection
 from ..ownership import NotOwner
 
 
-async def refuse(
-    send: Send, subprotocol: str | None, code: int, reason: str, message: str | None = None
+def refuse(
+    conn: Connection, subprotocol: str | None, code: int, reason: str, message: str | None = None
 ) -> None:
     """Accepts only to close with ``code``/``reason``, after one text ``message`` if given."""
-    await accept(send, subprotocol)
+    if not conn.accept(subprotocol):
+        return  # the peer is gone
     if message is not None:
-        with contextlib.suppress(OSError, RuntimeError):
-            await send({"type": "websocket.send", "text": message})
-    await close(send, code, reason)
+        conn.send(message)
+    conn.close(code, reason)
 
 
-async def refuse_not_owner(
-    scope: Scope, send: Send, subprotocol: str | None, exc: NotOwner, message: str | None = None
+def routed(conn: Connection) -> bool:
+    """True when a router opened this connection (it can follow a 421 to the owner)."""
+    return conn.header(ROUTER_HEADER) is not None
+
+
+def refuse_not_owner(
+    conn: Connection, subprotocol: str | None, exc: NotOwner, message: str | None = None
 ) -> None:
     record = exc.record
-    if routed(scope):
+    if routed(conn):
         hint = OwnerHint(record.worker, record.address, record.epoch)
-        if await deny(scope, send, MISDIRECTED, hint.headers(), str(exc)):
-            return
-    await refuse(send, subprotocol, codes.TRY_AGAIN, str(exc), message)
+        headers = [(name.decode(), value.decode()) for name, value in hint.headers()]
+        conn.deny(MISDIRECTED, headers, str(exc))
+        return
+    refuse(conn, subprotocol, codes.TRY_AGAIN, str(exc), message)
+
+
+def deny_unknown_path(conn: Connection) -> None:
+    """No WebSocket endpoint there: 403, as the ASGI server answered a close before accept."""
+    conn.deny(HTTPStatus.FORBIDDEN, [], "")

@@ -6,12 +6,14 @@ With ``AUTH_SECRET`` set, a connection whose token does not allow the session is
 4403, see ``contract.auth``) before the session is loaded. The session is claimed before the
 handshake completes: when another live worker owns it, a router is answered 421 with the owner
 (``contract.routing``) and a direct client gets close 1013 naming it.
+
+Every message is handled synchronously, in the order it arrived (``worker.connection``): an
+update is applied, queued for the room's fan-out and buffered for the group commit at once.
 """
 
 from __future__ import annotations
 
 import structlog
-from starlette.types import Receive, Scope, Send
 
 from contract import close_codes as codes
 from contract.auth import AuthRefused
@@ -19,105 +21,112 @@ from contract.ids import validate_session_id
 from contract.paths import PathRefused, check_path
 
 from .. import yjs_protocol as yjs
-from ..client import Client
-from ..connection import accept, connected, pump
+from ..client import Payload
+from ..connection import Connection
 from ..manager import SessionUnavailable
 from ..ownership import NotOwner
-from ..session import EMPTY_UPDATE, INDEX_DOC, SessionMoving, UpdateRejected
+from ..room import Room
+from ..session import EMPTY_UPDATE, INDEX_DOC, Session, SessionMoving, UpdateRejected
 from .refusals import refuse, refuse_not_owner
 from .worker_state import WorkerState
 
 log = structlog.get_logger("worker.yjs")
 
 
-async def yjs_endpoint(
-    state: WorkerState, scope: Scope, target: str, receive: Receive, send: Send
-) -> None:
+async def open_yjs(state: WorkerState, conn: Connection, target: str) -> None:
     """``target`` is the URL path after ``/yjs/``: ``SESSION`` or ``SESSION/path/of/file``."""
-    offered = scope.get("subprotocols") or []
+    offered = conn.subprotocols
     subprotocol = state.auth.subprotocol(offered)
-    if not await connected(receive):
-        return
     raw_sid, _, raw_path = target.partition("/")
     try:
         session_id = validate_session_id(raw_sid)
         doc_name = INDEX_DOC if not raw_path else check_path(raw_path)
     except (ValueError, PathRefused) as exc:
         state.metrics.protocol_errors.labels("bad_target").inc()
-        await refuse(send, subprotocol, codes.POLICY, f"invalid target: {exc}")
+        refuse(conn, subprotocol, codes.POLICY, f"invalid target: {exc}")
         return
     try:
-        grant = state.auth.authenticate(scope.get("query_string", b""), offered)
+        grant = state.auth.authenticate(conn.query, offered)
         if grant is not None:
             grant.check_session(session_id)
     except AuthRefused as refused:
         state.metrics.protocol_errors.labels(refused.label).inc()
-        await refuse(send, subprotocol, refused.code, refused.reason)
+        refuse(conn, subprotocol, refused.code, refused.reason)
         return
     try:
         session = await state.manager.acquire(session_id)
     except NotOwner as exc:
-        await refuse_not_owner(scope, send, subprotocol, exc)
+        refuse_not_owner(conn, subprotocol, exc)
         return
     except SessionUnavailable as exc:
         code = codes.RESTART if exc.draining else codes.TRY_AGAIN
-        await refuse(send, subprotocol, code, exc.reason)
+        refuse(conn, subprotocol, code, exc.reason)
         return
-
-    client = Client(
-        state.settings.send_buffer_bytes,
-        # With authentication, edits are logged and committed under the token's user.
-        user_id=grant.user if grant is not None else "anonymous",
-        on_overflow=state.metrics.slow_clients_dropped.inc,
-    )
     try:
-        await accept(send, subprotocol)
-        session.attach(client, doc_name)
+        if not conn.accept(subprotocol):
+            return  # the peer left while the session was being claimed or loaded
+        # With authentication, edits are logged and committed under the token's user.
+        conn.user_id = grant.user if grant is not None else "anonymous"
+        session.attach(conn, doc_name)
     finally:
         session.unreserve()
-    room = session.room(doc_name)
-    gauge = state.metrics.connections_active.labels("yjs")
-    gauge.inc()
     # A read-only token: the client gets every change and may show its presence, but what it
     # sends is not applied (y-websocket would reconnect forever after a close, so its updates
     # are dropped instead and counted; the editor is expected to be read-only, as ours is).
-    writable = grant is None or grant.can_write(session_id)
+    editor = _Editor(state, conn, session, doc_name, grant is None or grant.can_write(session_id))
+    state.metrics.connections_active.labels("yjs").inc()
+    conn.send(session.sync_start(doc_name))
+    snapshot = editor.room.awareness_snapshot()
+    if snapshot is not None:
+        conn.send(snapshot)
+    conn.serve(editor.handle, editor.end)
 
-    async def handle(data: bytes | str) -> None:
+
+class _Editor:
+    """One y-websocket client of one document."""
+
+    __slots__ = ("conn", "doc_name", "room", "session", "state", "writable")
+
+    def __init__(
+        self, state: WorkerState, conn: Connection, session: Session, doc_name: str, writable: bool
+    ) -> None:
+        self.state = state
+        self.conn = conn
+        self.session = session
+        self.doc_name = doc_name
+        self.room: Room = session.room(doc_name)
+        self.writable = writable
+
+    def handle(self, data: Payload) -> None:
+        conn, session, doc_name = self.conn, self.session, self.doc_name
         if isinstance(data, str):
-            state.metrics.protocol_errors.labels("text_frame").inc()
-            client.close(codes.UNSUPPORTED_DATA, "y-websocket messages are binary frames")
+            self.state.metrics.protocol_errors.labels("text_frame").inc()
+            conn.close(codes.UNSUPPORTED_DATA, "y-websocket messages are binary frames")
             return
         try:
             frame = yjs.parse(data)
             if frame.kind == yjs.MSG_SYNC:
                 if frame.step == yjs.SYNC_STEP1:
-                    client.send(session.sync_reply(doc_name, frame.payload))
-                elif not writable:
+                    conn.send(session.sync_reply(doc_name, frame.payload))
+                elif not self.writable:
                     if frame.payload != EMPTY_UPDATE:
-                        state.metrics.protocol_errors.labels("read_only").inc()
+                        self.state.metrics.protocol_errors.labels("read_only").inc()
                 else:
                     relay = data if frame.step == yjs.SYNC_UPDATE else None
-                    session.apply_client_update(doc_name, frame.payload, client, relay)
+                    session.apply_client_update(doc_name, frame.payload, conn, relay)
             elif frame.kind == yjs.MSG_AWARENESS:
-                room.awareness(client, frame.payload, data)
+                self.room.awareness(conn, frame.payload, data)
             elif frame.kind == yjs.MSG_QUERY_AWARENESS:
-                snapshot = room.awareness_snapshot()
+                snapshot = self.room.awareness_snapshot()
                 if snapshot is not None:
-                    client.send(snapshot)
+                    conn.send(snapshot)
         except (yjs.FrameError, UpdateRejected) as exc:
-            state.metrics.protocol_errors.labels("corrupt_update").inc()
-            log.warning("yjs_message_rejected", session=session_id, doc=doc_name, error=str(exc))
-            client.close(codes.INVALID_DATA, f"rejected message: {exc}")
+            self.state.metrics.protocol_errors.labels("corrupt_update").inc()
+            log.warning("yjs_message_rejected", session=session.id, doc=doc_name, error=str(exc))
+            conn.close(codes.INVALID_DATA, f"rejected message: {exc}")
         except SessionMoving as exc:
-            client.close(codes.RESTART, str(exc))
+            conn.close(codes.RESTART, str(exc))
 
-    try:
-        client.send(session.sync_start(doc_name))
-        snapshot = room.awareness_snapshot()
-        if snapshot is not None:
-            client.send(snapshot)
-        await pump(receive, send, client, handle)
-    finally:
-        gauge.dec()
-        session.detach(client, doc_name)
+    def end(self) -> None:
+        self.state.metrics.connections_active.labels("yjs").dec()
+        self.session.detach(self.conn, self.doc_name)

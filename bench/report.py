@@ -15,7 +15,11 @@ from bench.target import ROOT
 if TYPE_CHECKING:
     from bench.run import Shape
 
-BASELINES = (("pycrdt", "x pycrdt-websocket"), ("hocuspocus", "x Hocuspocus"))
+BASELINES = (
+    ("pycrdt", "x pycrdt-websocket"),
+    ("hocuspocus", "x Hocuspocus"),
+    ("worker", "x collab worker"),
+)
 
 
 def versions() -> dict[str, str]:
@@ -93,7 +97,7 @@ def _active_table(rows: list[dict[str, Any]]) -> list[str]:
     head = (
         "| server | clients | delivered upd/s | fan-out p50 / p99 ms | connect p50 / p99 ms "
         "| server CPU | CPU s per 1k delivered",
-        "RSS MB | delivered / expected | deflate | loadgen CPU % | other CPU % |",
+        "RSS MB | storage req/s | delivered / expected | deflate | loadgen CPU % | other CPU % |",
     )
 
     def cells(r: dict[str, Any], ratios: str) -> str:
@@ -102,7 +106,8 @@ def _active_table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {_pair(r['latency_p50_ms'], r['latency_p99_ms'])} "
             f"| {_pair(r['connect_p50_ms'], r['connect_p99_ms'])} "
             f"| {_f(r['server_cpu_pct'], 0)}% | {_f(r['cpu_s_per_1k'], 3)} | {ratios} "
-            f"| {_f(r['rss_mb'], 0)} | {_f(r['delivery_ratio'], 3)} | {_yes(r['deflate'])} "
+            f"| {_f(r['rss_mb'], 0)} | {_f(r.get('storage_requests_per_s'), 0)} "
+            f"| {_f(r['delivery_ratio'], 3)} | {_yes(r['deflate'])} "
             f"| {' + '.join(str(x) for x in r['loadgen_cpu_pct'])} "
             f"| {_f(r.get('other_cpu_pct'), 0)} |"
         )

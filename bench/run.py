@@ -3,6 +3,8 @@
     python -m bench.run                       # all shapes, worker + pycrdt + hocuspocus, 10 s each
     python -m bench.run --servers pycrdt,hocuspocus --duration 30
     python -m bench.run --server '{"name": "mine", "cmd": "...", "url": "ws://127.0.0.1:{port}/yjs"}'
+    python -m bench.run --servers worker,worker-s3 --shapes rooms      # S3 (moto) against embedded
+    python -m bench.run --servers worker-s3 --shapes sizing --duration 30   # operations.md sizing
 
 Each (shape, server) pair gets a freshly started server, so no run inherits another's rooms or
 heap. The load generators connect every client, then all start writing at one instant; the server's
@@ -15,14 +17,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from bench import procstat
 from bench.report import render, versions
@@ -62,7 +69,13 @@ SHAPES = {
     ),
     "max": Shape("max", "1 room x 10 writers, as fast as they can", 1, 10, 10, None),
     "idle": Shape("idle", "2,000 idle connections over 1,000 rooms", 1000, 2, 0, None),
+    # The sizing figure in docs/operations.md: a session per room, one slow typist and one
+    # reader each. Not in the default run (2,000 connections, and meant for `worker-s3`).
+    "sizing": Shape(
+        "sizing", "1,000 rooms x 2 clients, 1 writer per room at 1 update/s", 1000, 2, 1, 1
+    ),
 }
+DEFAULT_SHAPES = ("fanout", "rooms", "max", "idle")
 
 
 def say(message: str) -> None:
@@ -113,6 +126,7 @@ class Window:
     loadgen_cpu_pct: list[int]  # per load-generator process, 100 = one core
     loadgen_cpu_s: float = 0.0  # all load-generator processes together
     system_cpu_s: float = 0.0  # the whole machine's busy CPU seconds over the window
+    probed: float | None = None  # the probe's increase over the window
 
 
 async def drive(
@@ -125,10 +139,12 @@ async def drive(
     watch: dict[str, int],
     extra: tuple[str, ...] = (),
     connected: Callable[[], Awaitable[None]] | None = None,
+    probe: Callable[[], Awaitable[float]] | None = None,
 ) -> Window:
     """Connects the shape's load generators to `url`, runs one coordinated window and samples
     the process trees in `watch` (label: pid) from /proc at its start and end. `extra` goes to
-    every load generator; `connected` runs once every client is connected, before the window."""
+    every load generator; `connected` runs once every client is connected, before the window;
+    `probe` (a counter's value) is read at the window's start and end."""
     procs = [
         await _loadgen(url, framing, shape, [*x, *extra], duration, prefix, window)
         for x in shape.processes()
@@ -149,7 +165,9 @@ async def drive(
         await asyncio.sleep((start_ns - time.monotonic_ns()) / NS)
         m0, s0 = procstat.system_busy_seconds(), {k: procstat.sample(p) for k, p in watch.items()}
         g0 = [procstat.cpu_seconds(p.pid) for p in procs]
+        p0 = await probe() if probe is not None else None
         await asyncio.sleep((end_ns - time.monotonic_ns()) / NS)
+        p1 = await probe() if probe is not None else None
         m1, s1 = procstat.system_busy_seconds(), {k: procstat.sample(p) for k, p in watch.items()}
         g1 = [procstat.cpu_seconds(p.pid) for p in procs]
         results = [await _event(p, "done", limit_s=GRACE_S + 60) for p in procs]
@@ -165,19 +183,42 @@ async def drive(
         loadgen_cpu_pct=[round(100 * (b - a) / duration) for a, b in zip(g0, g1, strict=True)],
         loadgen_cpu_s=sum(g1) - sum(g0),
         system_cpu_s=m1 - m0,
+        probed=None if p0 is None or p1 is None else p1 - p0,
     )
 
 
+_STORAGE_REQUESTS = re.compile(r"^collab_storage_requests_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+
+
+async def storage_requests(http: httpx.AsyncClient, url: str) -> float:
+    """The worker's storage requests so far (every op and outcome), from its /metrics."""
+    text = (await http.get(url)).text
+    return sum(float(v) for v in _STORAGE_REQUESTS.findall(text))
+
+
 async def measure(
-    key: str, spec: ServerSpec, shape: Shape, duration: float, window: int
+    key: str,
+    spec: ServerSpec,
+    shape: Shape,
+    duration: float,
+    window: int,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"server": key, "name": spec.name, "shape": shape.key}
     prefix = f"b{int(time.time()) % 100000}-{shape.key}"
-    async with running(spec) as server:
+    async with running(spec, extra=extra) as server, httpx.AsyncClient(timeout=5) as http:
         await asyncio.sleep(0.5)
         before = procstat.sample(server.pid)
+        metrics = server.metrics
         measured = await drive(
-            server.url, spec.framing, shape, duration, window, prefix, {"server": server.pid}
+            server.url,
+            spec.framing,
+            shape,
+            duration,
+            window,
+            prefix,
+            {"server": server.pid},
+            probe=(lambda: storage_requests(http, metrics)) if metrics else None,
         )
     row.update(_aggregate(shape, duration, measured.results))
     cpu, rss = measured.cpu_s["server"], measured.rss["server"]
@@ -191,6 +232,7 @@ async def measure(
         rss_per_conn_kb=(rss - before.rss) / row["connections"] / 1024
         if row["connections"]
         else None,
+        storage_requests_per_s=None if measured.probed is None else measured.probed / duration,
         loadgen_cpu_pct=measured.loadgen_cpu_pct,
         # The VM is shared: what the rest of the machine took over the window (100 = one core),
         # i.e. busy time minus the server's and the load generators'.
@@ -256,8 +298,41 @@ def _ensure_node_modules() -> None:
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=js, check=True, timeout=600)
 
 
+@contextmanager
+def s3_server(needed: bool) -> Iterator[dict[str, str]]:
+    """Template values for servers on S3: the real MinIO named by MINIO_TEST_* when set, else
+    moto's server started here as its own process (its CPU is not the server's)."""
+    if not needed:
+        yield {}
+        return
+    if os.environ.get("MINIO_TEST_ENDPOINT"):
+        from tests.s3server import minio_test_kwargs
+
+        yield _s3_values(minio_test_kwargs("unused"))
+        return
+    from tests.s3server import start_s3_server
+
+    say("starting an S3 server (moto_server)")
+    with start_s3_server() as s3:
+        yield _s3_values(s3.store_kwargs("unused"))
+
+
+def _s3_values(kwargs: dict[str, Any]) -> dict[str, str]:
+    return {
+        "s3_endpoint": str(kwargs["endpoint"]),
+        "s3_port": str(kwargs["port"]),
+        "s3_access_key": str(kwargs["access_key"]),
+        "s3_secret_key": str(kwargs["secret_key"]),
+        "s3_secure": str(kwargs["secure"]).lower(),
+    }
+
+
 async def run(
-    servers: dict[str, ServerSpec], shapes: list[Shape], duration: float, window: int
+    servers: dict[str, ServerSpec],
+    shapes: list[Shape],
+    duration: float,
+    window: int,
+    extra: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
     total, done = len(servers) * len(shapes), 0
@@ -266,7 +341,7 @@ async def run(
             done += 1
             say(f"[{done}/{total}] {shape.title} x {spec.name}")
             try:
-                row = await measure(key, spec, shape, duration, window)
+                row = await measure(key, spec, shape, duration, window, extra)
             except (StartError, RuntimeError, TimeoutError) as exc:
                 say(f"    FAILED: {exc}")
                 rows.append(
@@ -287,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--servers", default=",".join(DEFAULT_SERVERS), help=f"of {', '.join(SERVERS)}")
     p.add_argument("--server", action="append", default=[], help="an extra server, as JSON")
-    p.add_argument("--shapes", default=",".join(SHAPES), help=f"of {', '.join(SHAPES)}")
+    p.add_argument("--shapes", default=",".join(DEFAULT_SHAPES), help=f"of {', '.join(SHAPES)}")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per shape")
     p.add_argument("--window", type=int, default=8, help="in-flight updates per max-rate writer")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -302,7 +377,8 @@ def main(argv: list[str] | None = None) -> None:
         _ensure_node_modules()
 
     started = datetime.now(UTC)
-    rows = asyncio.run(run(servers, shapes, a.duration, a.window))
+    with s3_server(any(s.needs_s3 for s in servers.values())) as extra:
+        rows = asyncio.run(run(servers, shapes, a.duration, a.window, extra))
     meta = {
         "started": started.isoformat(),
         "duration_s": a.duration,

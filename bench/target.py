@@ -1,7 +1,10 @@
 """A server under test: a command template, started fresh on a free loopback port, then stopped.
 
 Templates may use `{port}`, `{tmpdir}` (a fresh directory per start), `{python}` (this
-interpreter), `{bindir}` (its directory: the venv's scripts) and `{root}` (the repository).
+interpreter), `{bindir}` (its directory: the venv's scripts) and `{root}` (the repository); a
+server whose environment uses `{s3_endpoint}`, `{s3_port}`, `{s3_access_key}`, `{s3_secret_key}`
+and `{s3_secure}` gets the S3 server `bench.run` starts (moto as its own process, or the real
+MinIO named by `MINIO_TEST_ENDPOINT`), a fresh bucket per start.
 Add a server without touching code with
 `python -m bench.run --server '{"name": ..., "cmd": ..., "url": ..., "framing": ..., "env": {}}'`.
 """
@@ -37,6 +40,12 @@ class ServerSpec:
     env: dict[str, str] = field(default_factory=dict)
     ready: str | None = None
     """An HTTP URL answering 200 once the server takes clients; None: the port accepting."""
+    metrics: str | None = None
+    """A Prometheus URL with ``collab_storage_requests_total``, for storage requests/s."""
+
+    @property
+    def needs_s3(self) -> bool:
+        return any("{s3_" in value for value in self.env.values())
 
     @classmethod
     def from_json(cls, text: str) -> ServerSpec:
@@ -48,6 +57,7 @@ class ServerSpec:
             framing=Framing(data.get("framing", "yws")),
             env=dict(data.get("env", {})),
             ready=data.get("ready"),
+            metrics=data.get("metrics"),
         )
 
 
@@ -63,6 +73,25 @@ SERVERS = {
             "WORKER_ID": "bench",
         },
         ready="http://127.0.0.1:{port}/readyz",
+        metrics="http://127.0.0.1:{port}/metrics",
+    ),
+    "worker-s3": ServerSpec(
+        name="collab worker on S3",
+        cmd="{bindir}/collab worker --port {port} --host 127.0.0.1",
+        url="ws://127.0.0.1:{port}/yjs",
+        framing=Framing.YWS,
+        env={
+            "MINIO_ENDPOINT": "{s3_endpoint}",
+            "MINIO_PORT": "{s3_port}",
+            "MINIO_BUCKET": "bench-{port}",
+            "MINIO_ACCESS_KEY": "{s3_access_key}",
+            "MINIO_SECRET_KEY": "{s3_secret_key}",
+            "MINIO_SECURE": "{s3_secure}",
+            "WORKSPACE_DIR": "{tmpdir}/ws",
+            "WORKER_ID": "bench",
+        },
+        ready="http://127.0.0.1:{port}/readyz",
+        metrics="http://127.0.0.1:{port}/metrics",
     ),
     "pycrdt": ServerSpec(
         name="pycrdt-websocket",
@@ -101,6 +130,7 @@ class Running:
     pid: int
     url: str
     log: Path
+    metrics: str | None = None
 
 
 class StartError(RuntimeError):
@@ -108,8 +138,11 @@ class StartError(RuntimeError):
 
 
 @asynccontextmanager
-async def running(spec: ServerSpec, start_limit_s: float = 30) -> AsyncIterator[Running]:
-    """Start `spec` on a free port, wait until it takes clients, and stop it on exit."""
+async def running(
+    spec: ServerSpec, start_limit_s: float = 30, extra: dict[str, str] | None = None
+) -> AsyncIterator[Running]:
+    """Start `spec` on a free port, wait until it takes clients, and stop it on exit; `extra`
+    adds template values (the S3 server's)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="collab-bench-") as tmpdir:
         values = {
@@ -118,6 +151,7 @@ async def running(spec: ServerSpec, start_limit_s: float = 30) -> AsyncIterator[
             "python": sys.executable,
             "bindir": str(Path(sys.executable).parent),
             "root": str(ROOT),
+            **(extra or {}),
         }
         argv = [part.format(**values) for part in shlex.split(spec.cmd)]
         env = {**os.environ, **{k: v.format(**values) for k, v in spec.env.items()}}
@@ -133,7 +167,8 @@ async def running(spec: ServerSpec, start_limit_s: float = 30) -> AsyncIterator[
             except (TimeoutError, StartError) as exc:
                 tail = log.read_text(errors="replace")[-2000:]
                 raise StartError(f"{spec.name} did not start ({exc}):\n{tail}") from None
-            yield Running(spec, process.pid, spec.url.format(**values), log)
+            metrics = spec.metrics and spec.metrics.format(**values)
+            yield Running(spec, process.pid, spec.url.format(**values), log, metrics)
         finally:
             await _stop(process)
 

@@ -49,8 +49,6 @@ def varstring(text: str) -> bytes:
     return varbytes(text.encode())
 
 
-
-
 def marker(ts_ns: int, writer: int, seq: int) -> bytes:
     return b"<%016x|%08x.%08x>" % (ts_ns, writer & 0xFFFFFFFF, seq & 0xFFFFFFFF)
 

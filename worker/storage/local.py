@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import enum
 import fcntl
 import hashlib
 import itertools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -34,6 +36,26 @@ _tmp_ids = itertools.count()
 _background: set[asyncio.Future[None]] = set()  # batch writers, referenced until they finish
 
 
+class _Any(enum.Enum):
+    ANY = "any"
+
+
+_ANY = _Any.ANY  # a write's condition: none (a plain put)
+_Outcome = str | None | OSError  # the new version, None (condition failed), or the error
+
+
+@dataclass(slots=True)
+class _Write:
+    path: Path
+    data: bytes
+    condition: str | _Any | None
+    done: asyncio.Future[str | None]
+
+    @property
+    def conditional(self) -> bool:
+        return self.condition is not _ANY
+
+
 class LocalStore:
     """A ``Store`` over a directory tree; ``key`` is the path relative to ``root``."""
 
@@ -46,7 +68,7 @@ class LocalStore:
         # Puts queue up and are written in batches, one thread hop per batch: a worker's group
         # commit issues one put per dirty session per flush tick, and a hop per put cost more
         # CPU than the write itself.
-        self._queue: list[tuple[Path, bytes, asyncio.Future[None]]] = []
+        self._queue: list[_Write] = []
         self._writers = 0
         self._max_writers = max(1, threads // 2)
 
@@ -64,37 +86,61 @@ class LocalStore:
             raise StorageUnavailable("get", key, exc) from exc
 
     async def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        done = asyncio.get_running_loop().create_future()
-        self._queue.append((path, bytes(data), done))
+        try:
+            await self._queued(self._path(key), data, _ANY)
+        except OSError as exc:
+            raise StorageUnavailable("put", key, exc) from exc
+
+    async def _queued(self, path: Path, data: bytes, condition: str | _Any | None) -> str | None:
+        """Writes through the batch queue: the object's new version, or None when ``condition``
+        (the version it must have now; None: absent) does not hold."""
+        done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Write(path, bytes(data), condition, done))
         if self._writers < self._max_writers:
             self._writers += 1
             _background.add(task := asyncio.ensure_future(self._write_queued()))
             task.add_done_callback(_background.discard)
-        try:
-            await asyncio.shield(done)
-        except OSError as exc:
-            raise StorageUnavailable("put", key, exc) from exc
+        return await asyncio.shield(done)
+
+    def _next_batch(self) -> list[_Write]:
+        """The queue's head, up to the second conditional write to one key (or any write to a
+        key a conditional one in the batch holds): that one must see the first's outcome, and
+        one thread may not take the same lock file twice."""
+        batch: list[_Write] = []
+        locked: set[Path] = set()
+        written: set[Path] = set()
+        for item in self._queue:
+            if item.path in locked or (item.conditional and item.path in written):
+                break
+            batch.append(item)
+            written.add(item.path)
+            if item.conditional:
+                locked.add(item.path)
+        del self._queue[: len(batch)]
+        return batch
 
     async def _write_queued(self) -> None:
-        batch: list[tuple[Path, bytes, asyncio.Future[None]]] = []
+        batch: list[_Write] = []
         try:
             while self._queue:
-                batch, self._queue = self._queue, []
-                errors = await anyio.to_thread.run_sync(
-                    _write_batch, [(p, d) for p, d, _ in batch], self._fsync, limiter=self._limiter
+                batch = self._next_batch()
+                outcomes = await anyio.to_thread.run_sync(
+                    _write_batch,
+                    [(w.path, w.data, w.condition) for w in batch],
+                    self._fsync,
+                    limiter=self._limiter,
                 )
-                for (_, _, done), error in zip(batch, errors, strict=True):
-                    if done.done():
+                for item, outcome in zip(batch, outcomes, strict=True):
+                    if item.done.done():
                         continue
-                    if error is None:
-                        done.set_result(None)
+                    if isinstance(outcome, OSError):
+                        item.done.set_exception(outcome)
                     else:
-                        done.set_exception(error)
+                        item.done.set_result(outcome)
         except BaseException as exc:  # e.g. cancelled at shutdown: nobody may wait forever
-            for _, _, done in batch + self._queue:
-                if not done.done():
-                    done.set_exception(OSError(f"local store writer stopped: {exc!r}"))
+            for item in batch + self._queue:
+                if not item.done.done():
+                    item.done.set_exception(OSError(f"local store writer stopped: {exc!r}"))
             self._queue = []
             raise
         finally:
@@ -105,11 +151,10 @@ class LocalStore:
         return None if data is None else (data, _version(data))
 
     async def put_if(self, key: str, data: bytes, version: str | None) -> str | None:
-        path = self._path(key)
+        # Through the batch queue too: a join storm claims a session record per new session,
+        # and a durable write each (two fsyncs) made claims the bulk of connect latency.
         try:
-            return await anyio.to_thread.run_sync(
-                _put_if, path, bytes(data), version, self._fsync, limiter=self._limiter
-            )
+            return await self._queued(self._path(key), data, version)
         except OSError as exc:
             raise StorageUnavailable("put_if", key, exc) from exc
 
@@ -145,53 +190,93 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def _write_batch(items: list[tuple[Path, bytes]], fsync: bool) -> list[OSError | None]:
+def _write_batch(items: list[tuple[Path, bytes, str | _Any | None]], fsync: bool) -> list[_Outcome]:
     """Writes a batch of objects, each whole, durable, or absent, with two syncs per batch.
 
+    A conditional item (compare and swap) holds its key's lock file from its read to its rename;
+    the locks are taken in path order, so two processes' batches over one root cannot deadlock.
     Every temp file is written, then one ``syncfs`` makes all their data durable, then each is
-    renamed into place, then a second ``syncfs`` makes the renames durable; only then does any
-    put of the batch return. A crash in between leaves each object whole or absent (a rename is
-    atomic, and its data was durable before it). Per-object fsyncs (two each: file and
-    directory) cost the worker more CPU in the kernel than everything else together under many
-    small sessions (docs/benchmarks.md). Without ``syncfs`` (not Linux), per-object fsyncs.
+    renamed into place (in the batch's order: a later put of a key wins), then a second
+    ``syncfs`` makes the renames durable; only then does any write of the batch return. A crash
+    in between leaves each object whole or absent (a rename is atomic, and its data was durable
+    before it). Per-object fsyncs (two each: file and directory) cost the worker more CPU in the
+    kernel than everything else together under many small sessions (docs/benchmarks.md).
+    Without ``syncfs`` (not Linux), or for a lone item, per-object fsyncs.
     """
     if not fsync or _SYNCFS is None or len(items) == 1:
-        errors: list[OSError | None] = []
-        for path, data in items:
+        return [_write_one(path, data, condition, fsync) for path, data, condition in items]
+    result: list[_Outcome] = [None] * len(items)
+    with _locked(sorted({p for p, _, c in items if c is not _ANY})) as locks:
+        written: list[tuple[int, str, Path]] = []
+        for i, (path, data, condition) in enumerate(items):
             try:
-                _write_atomic(path, data, fsync)
-                errors.append(None)
+                if condition is not _ANY:
+                    if path in locks.failed:
+                        result[i] = locks.failed[path]
+                        continue
+                    current = _read(path)
+                    if (None if current is None else _version(current)) != condition:
+                        continue  # the condition does not hold: None
+                written.append((i, _write_temp(path, data), path))
             except OSError as exc:
-                errors.append(exc)
-        return errors
-    written: list[tuple[int, str, Path]] = []
-    result: list[OSError | None] = [None] * len(items)
-    for i, (path, data) in enumerate(items):
+                result[i] = exc
+        if not written:
+            return result
         try:
-            written.append((i, _write_temp(path, data), path))
+            _sync_filesystem(items[0][0])
         except OSError as exc:
-            result[i] = exc
-    try:
-        _sync_filesystem(items[0][0])
-    except OSError as exc:
-        for i, tmp, _ in written:
-            result[i] = exc
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        return result
-    for i, tmp, path in written:
+            for i, tmp, _ in written:
+                result[i] = exc
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            return result
+        for i, tmp, path in written:
+            try:
+                os.replace(tmp, path)
+                result[i] = "" if items[i][2] is _ANY else _version(items[i][1])
+            except OSError as exc:
+                result[i] = exc
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
         try:
-            os.replace(tmp, path)
+            _sync_filesystem(items[0][0])
         except OSError as exc:
-            result[i] = exc
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    try:
-        _sync_filesystem(items[0][0])
-    except OSError as exc:
-        for i, _, _ in written:
-            result[i] = result[i] or exc
+            for i, _, _ in written:
+                if not isinstance(result[i], OSError):
+                    result[i] = exc
     return result
+
+
+def _write_one(path: Path, data: bytes, condition: str | _Any | None, fsync: bool) -> _Outcome:
+    try:
+        if condition is _ANY:
+            _write_atomic(path, data, fsync)
+            return ""  # a plain put's version is never asked for
+        return _put_if(path, data, condition, fsync)
+    except OSError as exc:
+        return exc
+
+
+@dataclass
+class _Locks:
+    failed: dict[Path, OSError]  # keys whose lock file could not be taken, and why
+
+
+@contextlib.contextmanager
+def _locked(paths: list[Path]) -> Iterator[_Locks]:
+    """Each key's lock file taken exclusively (in the order given), released on exit."""
+    locks = _Locks(failed={})
+    fds: list[int] = []
+    try:
+        for path in paths:
+            try:
+                fds.append(_lock(path))
+            except OSError as exc:
+                locks.failed[path] = exc
+        yield locks
+    finally:
+        for fd in fds:
+            os.close(fd)  # releases the lock
 
 
 def _write_temp(path: Path, data: bytes, *, fsync: bool = False) -> str:
@@ -269,12 +354,8 @@ def _version(data: bytes) -> str:
 def _put_if(path: Path, data: bytes, version: str | None, fsync: bool) -> str | None:
     """Compare and swap under an exclusive lock file that every process on this root shares
     (``collab up`` runs several workers over one directory)."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    lock = f"{directory}/{_TMP_PREFIX}{os.path.basename(path)}.lock"  # hidden from list()
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = _lock(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         current = _read(path)
         if (None if current is None else _version(current)) != version:
             return None
@@ -282,6 +363,20 @@ def _put_if(path: Path, data: bytes, version: str | None, fsync: bool) -> str | 
         return _version(data)
     finally:
         os.close(fd)  # releases the lock
+
+
+def _lock(path: Path) -> int:
+    """The key's lock file (hidden from ``list``), held exclusively; close the fd to release."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    lock = f"{directory}/{_TMP_PREFIX}{os.path.basename(path)}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _fsync_dir(directory: str) -> None:

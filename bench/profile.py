@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.run import SHAPES, drive
+from bench.run import SHAPES, drive, s3_server
 from bench.target import SERVERS, ServerSpec, running
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -84,13 +84,14 @@ async def profile(
     out: Path,
     phase: str = "window",
     all_threads: bool = False,
+    extra: dict[str, str] | None = None,
 ) -> str:
     """``phase``: "window" (the measured window) or "connect" (while the clients connect);
     ``all_threads``: every thread's samples (each stack starts with its thread), not only
     those holding the GIL, with native frames (system calls show as such)."""
     shape = SHAPES[shape_key]
     raw = out / f"{shape_key}-{phase}.txt"
-    async with running(spec) as server:
+    async with running(spec, extra=extra) as server:
         spy: asyncio.subprocess.Process | None = None
         before: dict[str, tuple[float, float]] = {}
         after: dict[str, tuple[float, float]] = {}
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     spec = SERVERS[a.server] if a.server in SERVERS else ServerSpec.from_json(a.server)
     a.out.mkdir(parents=True, exist_ok=True)
-    print(asyncio.run(profile(spec, a.shape, a.duration, a.out, a.phase, a.all_threads)))
+    with s3_server(spec.needs_s3) as extra:
+        print(asyncio.run(profile(spec, a.shape, a.duration, a.out, a.phase, a.all_threads, extra)))
 
 
 if __name__ == "__main__":

@@ -299,9 +299,11 @@ def _ensure_node_modules() -> None:
 
 
 @contextmanager
-def s3_server(needed: bool) -> Iterator[dict[str, str]]:
+def s3_server(needed: bool, kind: str = "keepalive") -> Iterator[dict[str, str]]:
     """Template values for servers on S3: the real MinIO named by MINIO_TEST_* when set, else
-    moto's server started here as its own process (its CPU is not the server's)."""
+    moto started here as its own process (its CPU is not the server's): ``keepalive`` serves
+    moto's app on uvicorn, which keeps connections alive as MinIO does; ``moto`` is
+    ``moto_server`` itself, which closes every connection (a new TCP connection per request)."""
     if not needed:
         yield {}
         return
@@ -312,8 +314,8 @@ def s3_server(needed: bool) -> Iterator[dict[str, str]]:
         return
     from tests.s3server import start_s3_server
 
-    say("starting an S3 server (moto_server)")
-    with start_s3_server() as s3:
+    say(f"starting an S3 server (moto, {kind})")
+    with start_s3_server(keep_alive=kind == "keepalive") as s3:
         yield _s3_values(s3.store_kwargs("unused"))
 
 
@@ -365,6 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shapes", default=",".join(DEFAULT_SHAPES), help=f"of {', '.join(SHAPES)}")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per shape")
     p.add_argument("--window", type=int, default=8, help="in-flight updates per max-rate writer")
+    p.add_argument("--s3", default="keepalive", choices=("keepalive", "moto"), help="S3 emulator")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     a = p.parse_args(argv)
 
@@ -377,12 +380,13 @@ def main(argv: list[str] | None = None) -> None:
         _ensure_node_modules()
 
     started = datetime.now(UTC)
-    with s3_server(any(s.needs_s3 for s in servers.values())) as extra:
+    with s3_server(any(s.needs_s3 for s in servers.values()), a.s3) as extra:
         rows = asyncio.run(run(servers, shapes, a.duration, a.window, extra))
     meta = {
         "started": started.isoformat(),
         "duration_s": a.duration,
         "window": a.window,
+        "s3": a.s3,
         **versions(),
     }
     meta["servers"] = {k: {"name": s.name, "cmd": s.cmd} for k, s in servers.items()}

@@ -85,6 +85,9 @@ class S3Server:
     access_key: str = "testing"
     secret_key: str = "testing"
     secure: bool = False
+    keep_alive: bool = False
+    """moto's app behind uvicorn (connections kept alive, as MinIO does) instead of moto_server,
+    whose werkzeug server closes every connection (tests/moto_keepalive.py)."""
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log_path: Path | None = field(default=None, repr=False)
 
@@ -115,9 +118,15 @@ class S3Server:
             fd, name = tempfile.mkstemp(prefix="moto-", suffix=".log")
             os.close(fd)
             self._log_path = Path(name)
+        if self.keep_alive:
+            argv = [sys.executable, "-m", "tests.moto_keepalive", "--host", self.host]
+        else:
+            argv = [_moto_server(), "-H", self.host]
+        argv += ["--port", str(self.port)]
         with open(self._log_path, "ab") as log:
             self._process = subprocess.Popen(
-                [_moto_server(), "-H", self.host, "-p", str(self.port)],
+                argv,
+                cwd=Path(__file__).resolve().parent.parent,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -162,9 +171,11 @@ class S3Server:
 
 
 @contextmanager
-def start_s3_server(port: int | None = None, host: str = "127.0.0.1") -> Iterator[S3Server]:
+def start_s3_server(
+    port: int | None = None, host: str = "127.0.0.1", *, keep_alive: bool = False
+) -> Iterator[S3Server]:
     """A running moto server for the duration of the block; killed (and waited for) after."""
-    server = S3Server(host=host, port=port or free_port(host))
+    server = S3Server(host=host, port=port or free_port(host), keep_alive=keep_alive)
     try:
         server.start()
         yield server

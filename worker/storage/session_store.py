@@ -25,13 +25,14 @@ a snapshot that already contains it, or two overlapping snapshots) is harmless.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -155,15 +156,18 @@ class SessionStore(SessionHistory):
     async def load(self, session_id: str) -> LoadedSession:
         """Merge every snapshot and segment present; raise rather than return partial state."""
         prefix = _prefix(session_id)
-        meta = await self.get_meta(session_id)
         cache: dict[str, bytes] = {}  # objects are immutable, so bytes read once stay valid
-        for _ in range(_LOAD_ATTEMPTS):
-            keys = await self._list_state(prefix)
+        for attempt in range(_LOAD_ATTEMPTS):
+            if attempt == 0:  # the metadata and the first listing at once: a join storm
+                # loads many new sessions, and each waits for its reads one after the other
+                meta, keys = await _both(self.get_meta(session_id), self._list_state(prefix))
+            else:
+                keys = await self._list_state(prefix)
             fetched = await self._get_many([k for k in keys if k not in cache])
             cache.update((k, v) for k, v in fetched.items() if v is not None)
             if all(k in cache for k in keys):
                 objects = [(k, cache[k]) for k in keys]
-                docs = await anyio.to_thread.run_sync(_merge_objects, objects)
+                docs = await anyio.to_thread.run_sync(_merge_objects, objects) if objects else {}
                 return LoadedSession(docs=docs, keys=keys, meta=meta)
             # A compactor deleted something between our listing and our read: its data is now in
             # a newer snapshot, which the next listing will show.
@@ -335,6 +339,19 @@ def _merge_for_segment(updates: Sequence[tuple[str, bytes]]) -> list[tuple[str, 
         except ValueError:
             raise ValueError(f"refusing to store an invalid Yjs update for doc {name!r}") from None
     return entries
+
+
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Two awaitables run concurrently; both results, or the first's error once both are done."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    for result in (a, b):
+        if isinstance(result, BaseException):
+            raise result
+    return cast(A, a), cast(B, b)
 
 
 def _merge_objects(objects: Sequence[tuple[str, bytes]]) -> dict[str, bytes]:

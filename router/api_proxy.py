@@ -132,9 +132,7 @@ async def whoami(request: Request) -> Response:
             {"user": None, "sessions": "*", "readonly": False, "authRequired": required}
         )
     # readonly: true (every session), false, or the list of read-only session ids.
-    readonly: bool | list[str] = (
-        True if grant.readonly == "*" else sorted(grant.readonly) or False
-    )
+    readonly: bool | list[str] = True if grant.readonly == "*" else sorted(grant.readonly) or False
     return JSONResponse(
         {
             "user": grant.user,

@@ -90,9 +90,7 @@ class TestJoinIds:
             {"sessionId": "s", "userId": ["u"]},
         ],
     )
-    def test_missing_or_empty_or_non_string_ids_are_missing(
-        self, message: dict[str, Any]
-    ) -> None:
+    def test_missing_or_empty_or_non_string_ids_are_missing(self, message: dict[str, Any]) -> None:
         """Either id absent, empty or not a string is the seed's "Missing sessionId or userId"."""
         refused = refusal(jmsg.join_ids, {"type": "join", **message})
         assert (refused.error, refused.reason) == ("Missing sessionId or userId", None)

@@ -144,9 +144,7 @@ class Flusher:
             async def put_updates() -> None:
                 nonlocal stored, failure
                 try:
-                    await self.store.append_updates(
-                        session.id, merged_by_doc(updates), merged=True
-                    )
+                    await self.store.append_updates(session.id, merged_by_doc(updates), merged=True)
                 except StorageError as exc:
                     failure = exc
                     return

@@ -215,4 +215,3 @@ class Ownership:
     async def lookup(self, session_id: str) -> OwnerRecord | None:
         found = await self.records.read_owner(session_id)
         return None if found is None else found[0]
-

@@ -148,4 +148,3 @@ class Settings:
         if not 1 <= settings.port <= 65535:
             raise ConfigError("PORT", f"must be 1-65535, got {settings.port}")
         return settings
-

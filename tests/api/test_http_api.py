@@ -240,7 +240,6 @@ class TestHistory:
             files = (await api.call("GET", "/api/sessions/s-hist/files")).json()["files"]
             assert [f["path"] for f in files] == ["a.txt"]
 
-
     async def test_committing_a_session_without_history_starts_one(self, tmp_path: Path) -> None:
         async with api_pool(tmp_path) as (_p, api):
             await api.call("PUT", "/api/sessions/s-plain/files/a.txt", {"content": "one\n"})

@@ -85,9 +85,7 @@ class TestAcknowledgedMeansStored:
             assert count == 3
 
     @pytest.mark.s3
-    async def test_applied_mode_answers_without_waiting_for_storage(
-        self, own_s3: S3Server
-    ) -> None:
+    async def test_applied_mode_answers_without_waiting_for_storage(self, own_s3: S3Server) -> None:
         """ACK_MODE=applied is the opt-out: success at once, even while storage is down."""
         storage = StorageSettings(
             minio_endpoint=own_s3.host,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import cast
 
 from contract import close_codes as codes
+from contract.relaying import RelayFlow
 
 from .frames import FrameCursor, close_frame
 
@@ -21,7 +22,7 @@ LINGER_S = 2.0  # after our close frame, how long to wait for the client's befor
 BOUNDARY_WAIT_S = 1.0  # how long a close may wait for the current worker message to end
 
 
-class Side(asyncio.Protocol):
+class Side(RelayFlow, asyncio.Protocol):
     """One TCP connection: buffered while the router reads a head, then relayed to ``partner``."""
 
     def __init__(self) -> None:
@@ -66,14 +67,6 @@ class Side(asyncio.Protocol):
         self._wake()
         if self.on_lost is not None:
             self.on_lost()
-
-    def pause_writing(self) -> None:
-        if self.partner is not None and self.partner.transport is not None:
-            self.partner.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.partner is not None and self.partner.transport is not None:
-            self.partner.transport.resume_reading()
 
     # --- helpers ---------------------------------------------------------------------------
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, cast
 
 import structlog
 
+from contract.relaying import RelayFlow
+
 if TYPE_CHECKING:
     from .listener import Listener
 
@@ -24,7 +26,7 @@ _UNAVAILABLE = (
 )
 
 
-class Side(asyncio.Protocol):
+class Side(RelayFlow, asyncio.Protocol):
     """One socket of a relay: what it reads is written to ``partner``'s socket."""
 
     __slots__ = ("eof", "lost", "partner", "pending", "transport")
@@ -62,14 +64,6 @@ class Side(asyncio.Protocol):
         if partner is not None and partner.transport is not None:
             if not partner.transport.is_closing():
                 partner.transport.close()  # after what it still has to write
-
-    def pause_writing(self) -> None:
-        if self.partner is not None and self.partner.transport is not None:
-            self.partner.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.partner is not None and self.partner.transport is not None:
-            self.partner.transport.resume_reading()
 
 
 class _ClientSide(Side):

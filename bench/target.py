@@ -21,7 +21,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -61,25 +61,21 @@ class ServerSpec:
         )
 
 
+_WORKER = ServerSpec(
+    name="collab worker",
+    cmd="{bindir}/collab worker --port {port} --host 127.0.0.1",
+    url="ws://127.0.0.1:{port}/yjs",
+    framing=Framing.YWS,
+    env={"STORAGE_DIR": "{tmpdir}/storage", "WORKSPACE_DIR": "{tmpdir}/ws", "WORKER_ID": "bench"},
+    ready="http://127.0.0.1:{port}/readyz",
+    metrics="http://127.0.0.1:{port}/metrics",
+)
+
 SERVERS = {
-    "worker": ServerSpec(
-        name="collab worker",
-        cmd="{bindir}/collab worker --port {port} --host 127.0.0.1",
-        url="ws://127.0.0.1:{port}/yjs",
-        framing=Framing.YWS,
-        env={
-            "STORAGE_DIR": "{tmpdir}/storage",
-            "WORKSPACE_DIR": "{tmpdir}/ws",
-            "WORKER_ID": "bench",
-        },
-        ready="http://127.0.0.1:{port}/readyz",
-        metrics="http://127.0.0.1:{port}/metrics",
-    ),
-    "worker-s3": ServerSpec(
+    "worker": _WORKER,
+    "worker-s3": replace(
+        _WORKER,
         name="collab worker on S3",
-        cmd="{bindir}/collab worker --port {port} --host 127.0.0.1",
-        url="ws://127.0.0.1:{port}/yjs",
-        framing=Framing.YWS,
         env={
             "MINIO_ENDPOINT": "{s3_endpoint}",
             "MINIO_PORT": "{s3_port}",
@@ -90,8 +86,6 @@ SERVERS = {
             "WORKSPACE_DIR": "{tmpdir}/ws",
             "WORKER_ID": "bench",
         },
-        ready="http://127.0.0.1:{port}/readyz",
-        metrics="http://127.0.0.1:{port}/metrics",
     ),
     "pycrdt": ServerSpec(
         name="pycrdt-websocket",

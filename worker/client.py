@@ -8,13 +8,16 @@ each message to its socket at once and drops a client whose unsent bytes pass it
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from contract import close_codes as codes
 
 Payload = bytes | str
 
 
-class Client:
-    """What every client has; ``send`` and ``close`` are its connection's."""
+class Client(ABC):
+    """What every client has; ``send`` and ``close`` are its connection's (the WebSocket
+    ``Connection``, or a test's buffering client)."""
 
     __slots__ = ("close_code", "close_reason", "closing", "user_id")
 
@@ -24,12 +27,12 @@ class Client:
         self.close_code: int = codes.NORMAL
         self.close_reason = ""
 
+    @abstractmethod
     def send(self, data: Payload) -> bool:
         """Sends ``data`` (bytes: a binary message, str: a text one) without waiting; False
         when the client is closing or was just dropped as too slow."""
-        raise NotImplementedError
 
+    @abstractmethod
     def close(self, code: int, reason: str, *, discard: bool = False) -> None:
         """Ends the connection with ``code``/``reason`` after what was sent (``discard``: the
         client is too slow, so what it has not read yet may be dropped)."""
-        raise NotImplementedError

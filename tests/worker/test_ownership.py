@@ -88,6 +88,23 @@ def worker_process(tmp_path: Path, name: str, env: dict[str, str]) -> WorkerProc
     )
 
 
+@asynccontextmanager
+async def two_worker_processes(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[WorkerProcess, WorkerProcess]]:
+    """w-1 and w-2 over one storage directory, started; afterwards w-1 is killed (woken first:
+    a test may have frozen it) and w-2 stopped."""
+    env = {"STORAGE_DIR": str(tmp_path / "storage")}
+    one, two = worker_process(tmp_path, "w-1", env), worker_process(tmp_path, "w-2", env)
+    await asyncio.gather(one.start(), two.start())
+    try:
+        yield one, two
+    finally:
+        one.signal(signal.SIGCONT)
+        one.kill()
+        await two.stop()
+
+
 class TestOneLiveOwner:
     async def test_a_routed_client_of_a_non_owner_is_sent_to_the_owner(
         self, tmp_path: Path
@@ -121,7 +138,7 @@ class TestOneLiveOwner:
 
     async def test_racing_claims_of_a_fresh_session_have_one_winner(self, tmp_path: Path) -> None:
         """Clients reaching two workers at once: one serves, the other sends them there."""
-        async with two_workers(tmp_path) as (one, two):
+        async with two_worker_processes(tmp_path) as (one, two):
             release = asyncio.Event()
             outcomes = asyncio.gather(
                 *(
@@ -145,7 +162,7 @@ class TestOneLiveOwner:
         self, tmp_path: Path
     ) -> None:
         """No client left on the holder: the asker claims it at once, with the next epoch."""
-        async with two_workers(tmp_path) as (one, two):
+        async with two_worker_processes(tmp_path) as (one, two):
             async with JsonClient.connect(one.url) as alice:
                 await alice.join("s-idle", "alice")
                 await alice.file_op(type="create", path="a.txt", content="kept")
@@ -163,7 +180,7 @@ class TestOneLiveOwner:
         old copy then commits its stale tree: refused (outcome refused), the branch is w-2's."""
         storage = SessionStore(LocalStore(tmp_path / "storage"), "setup")
         await storage.put_meta("s-git", SessionMeta.new(is_git_repo=True))
-        async with two_workers(tmp_path) as (one, two):
+        async with two_worker_processes(tmp_path) as (one, two):
             async with JsonClient.connect(one.url) as alice:
                 await alice.join("s-git", "alice")
                 await alice.file_op(type="create", path="a.txt", content="old")
@@ -215,10 +232,7 @@ async def routed_outcome(url: str, room: str, release: asyncio.Event) -> str:
 class TestTakeover:
     async def test_a_killed_owner_is_taken_over_at_once(self, tmp_path: Path) -> None:
         """Nothing listens at the holder's address any more: no lease wait."""
-        env = {"STORAGE_DIR": str(tmp_path / "storage")}
-        one, two = worker_process(tmp_path, "w-1", env), worker_process(tmp_path, "w-2", env)
-        await asyncio.gather(one.start(), two.start())
-        try:
+        async with two_worker_processes(tmp_path) as (one, two):
             async with JsonClient.connect(one.url) as alice:
                 await alice.join("s-kill", "alice")
                 await alice.file_op(type="create", path="a.txt", content="acknowledged")
@@ -231,19 +245,13 @@ class TestTakeover:
             assert took < TTL_MS / 1000, f"waited {took:.2f}s: a dead owner must not need a lease"
             page = await scrape(two.http)
             assert metric(page, "collab_ownership_takeovers_total", reason="gone") == 1
-        finally:
-            one.kill()
-            await two.stop()
 
     async def test_a_frozen_owner_is_taken_over_after_its_lease_and_accepts_nothing_after(
         self, tmp_path: Path
     ) -> None:
         """SIGSTOP past the lease: the session moves after LEASE_TTL_MS; on SIGCONT the old
         owner refuses the edit its client sends and sends that client away."""
-        env = {"STORAGE_DIR": str(tmp_path / "storage")}
-        one, two = worker_process(tmp_path, "w-1", env), worker_process(tmp_path, "w-2", env)
-        await asyncio.gather(one.start(), two.start())
-        try:
+        async with two_worker_processes(tmp_path) as (one, two):
             async with JsonClient.connect(one.url) as stale:
                 await stale.join("s-frozen", "stale")
                 await stale.file_op(type="create", path="a.txt", content="before")
@@ -278,10 +286,6 @@ class TestTakeover:
             async with JsonClient.connect(two.url) as check:
                 await check.join("s-frozen", "check")
                 assert await check.get_file("a.txt") == "after takeover"
-        finally:
-            one.signal(signal.SIGCONT)
-            one.kill()
-            await two.stop()
 
     @pytest.mark.s3
     async def test_an_owner_cut_off_from_storage_fences_itself_and_is_taken_over(

@@ -151,8 +151,8 @@ class LocalStore:
         return None if data is None else (data, _version(data))
 
     async def put_if(self, key: str, data: bytes, version: str | None) -> str | None:
-        # Through the batch queue too: a join storm claims a session record per new session,
-        # and a durable write each (two fsyncs) made claims the bulk of connect latency.
+        # Through the batch queue too: a join storm claims an owner record per new session, and
+        # two fsyncs of its own per claim showed in connect latency (docs/benchmarks.md).
         try:
             return await self._queued(self._path(key), data, version)
         except OSError as exc:

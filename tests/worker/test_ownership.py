@@ -138,7 +138,7 @@ class TestOneLiveOwner:
 
     async def test_racing_claims_of_a_fresh_session_have_one_winner(self, tmp_path: Path) -> None:
         """Clients reaching two workers at once: one serves, the other sends them there."""
-        async with two_worker_processes(tmp_path) as (one, two):
+        async with two_workers(tmp_path) as (one, two):
             release = asyncio.Event()
             outcomes = asyncio.gather(
                 *(
@@ -162,7 +162,7 @@ class TestOneLiveOwner:
         self, tmp_path: Path
     ) -> None:
         """No client left on the holder: the asker claims it at once, with the next epoch."""
-        async with two_worker_processes(tmp_path) as (one, two):
+        async with two_workers(tmp_path) as (one, two):
             async with JsonClient.connect(one.url) as alice:
                 await alice.join("s-idle", "alice")
                 await alice.file_op(type="create", path="a.txt", content="kept")
@@ -180,7 +180,7 @@ class TestOneLiveOwner:
         old copy then commits its stale tree: refused (outcome refused), the branch is w-2's."""
         storage = SessionStore(LocalStore(tmp_path / "storage"), "setup")
         await storage.put_meta("s-git", SessionMeta.new(is_git_repo=True))
-        async with two_worker_processes(tmp_path) as (one, two):
+        async with two_workers(tmp_path) as (one, two):
             async with JsonClient.connect(one.url) as alice:
                 await alice.join("s-git", "alice")
                 await alice.file_op(type="create", path="a.txt", content="old")

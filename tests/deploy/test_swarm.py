@@ -31,6 +31,12 @@ from worker.settings import Settings
 pytestmark = pytest.mark.deploy
 
 COLLAB_IMAGE_DEFAULT = "${COLLAB_IMAGE:-collab:latest}"
+# The original's README deploys the stack as `collaborative-session` and names its services in
+# `docker service logs/scale/update/ps collaborative-session_collaborative-worker` and
+# `docker ps -f name=collaborative-session_minio`: ours answer to the same names.
+STACK = "collaborative-session"
+WORKER = "collaborative-worker"
+SEED_SERVICES = (WORKER, "minio")
 SECRETISH = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
 GIB = 1024**3
 MIB = 1024**2
@@ -136,15 +142,42 @@ def memory(value: str | int) -> int:
 
 
 def test_docker_accepts_the_stack_file(normalized: dict[str, Any]) -> None:
-    assert set(normalized["services"]) == {"router", "worker", "minio", "prometheus", "grafana"}
-    for name in ("router", "worker"):
+    assert set(normalized["services"]) == {"router", WORKER, "minio", "prometheus", "grafana"}
+    for name in ("router", WORKER):
         assert normalized["services"][name]["image"] == "registry.example/collab:1.2.3"
+
+
+def test_the_original_readmes_service_names_exist(stack: dict[str, Any]) -> None:
+    """Its `docker service ... collaborative-session_collaborative-worker` commands work."""
+    for name in SEED_SERVICES:
+        assert name in stack["services"], f"{STACK}_{name} of the original's README is missing"
+
+
+def test_every_stack_object_the_docs_name_exists(stack: dict[str, Any]) -> None:
+    """`collaborative-session_X` in the README, the docs and swarm.yml's comments is a service
+    or a network of this stack, and the stack is deployed under that name."""
+    pages = [ROOT / "README.md", SWARM, *sorted((ROOT / "docs").glob("*.md"))]
+    named: dict[str, set[str]] = {}
+    for page in pages:
+        for found in re.findall(rf"\b{STACK}_([a-z0-9-]+)", page.read_text()):
+            named.setdefault(found, set()).add(page.name)
+    known = set(stack["services"]) | set(stack["networks"])
+    unknown = {name: sorted(where) for name, where in named.items() if name not in known}
+    assert not unknown, f"no such service or network in swarm.yml: {unknown}"
+    assert WORKER in named, "the docs never name the worker service"
+    deploy_lines = [
+        line
+        for page in pages
+        for line in page.read_text().splitlines()
+        if "docker stack deploy -c" in line
+    ]
+    assert deploy_lines and all(line.rstrip().endswith(STACK) for line in deploy_lines)
 
 
 def test_collab_image_is_set_by_the_operator_and_third_party_images_are_pinned(
     services: dict[str, Any],
 ) -> None:
-    for name in ("router", "worker"):
+    for name in ("router", WORKER):
         assert services[name]["image"] == COLLAB_IMAGE_DEFAULT
     for name in ("minio", "prometheus", "grafana"):
         image = services[name]["image"]
@@ -177,12 +210,11 @@ def test_router_finds_the_workers_through_swarm_dns(
     services: dict[str, Any], tmp_path: Path
 ) -> None:
     router_env = env_of(services["router"])
-    worker_port = int(env_of(services["worker"])["PORT"])
-    assert router_env["WORKERS_DNS"] == "tasks.worker"
-    assert "worker" in services
+    worker_port = int(env_of(services[WORKER])["PORT"])
+    assert router_env["WORKERS_DNS"] == f"tasks.{WORKER}"
     assert int(router_env["WORKERS_PORT"]) == worker_port
     settings = RouterSettings.from_env(real_env(router_env, tmp_path))
-    assert settings.workers_dns == "tasks.worker" and settings.workers_port == worker_port
+    assert settings.workers_dns == f"tasks.{WORKER}" and settings.workers_port == worker_port
     assert settings.port == int(router_env["PORT"])
     assert settings.admin_token and settings.auth_secret, "token and secret come from files"
 
@@ -193,19 +225,19 @@ def test_router_finds_the_workers_through_swarm_dns(
 def test_workers_are_five_dnsrr_replicas_without_published_ports(
     services: dict[str, Any],
 ) -> None:
-    worker = services["worker"]
+    worker = services[WORKER]
     assert worker["command"] == ["worker"]
     assert worker["deploy"]["replicas"] == 5
-    # dnsrr: tasks.worker (and worker) resolve to every task; no VIP in front of them.
+    # dnsrr: tasks.collaborative-worker resolves to every task; no VIP in front of them.
     assert worker["deploy"]["endpoint_mode"] == "dnsrr"
     assert "ports" not in worker
 
 
 def test_worker_id_is_unique_per_task_and_valid(services: dict[str, Any], tmp_path: Path) -> None:
-    value = env_of(services["worker"])["WORKER_ID"]
+    value = env_of(services[WORKER])["WORKER_ID"]
     # Per task, not per slot: start-first runs the old and new task of a slot side by side.
     assert "{{.Task.ID}}" in value, value
-    settings = Settings.from_env(real_env(env_of(services["worker"]), tmp_path))
+    settings = Settings.from_env(real_env(env_of(services[WORKER]), tmp_path))
     assert re.fullmatch(r"[A-Za-z0-9._-]{1,64}", settings.worker_id), settings.worker_id
     assert "duplicate_worker_id" in SWARM.read_text(), "say why in a comment"
 
@@ -213,7 +245,7 @@ def test_worker_id_is_unique_per_task_and_valid(services: dict[str, Any], tmp_pa
 def test_worker_environment_is_accepted_by_the_worker(
     services: dict[str, Any], tmp_path: Path
 ) -> None:
-    env = env_of(services["worker"])
+    env = env_of(services[WORKER])
     settings = Settings.from_env(real_env(env, tmp_path))
     assert settings.port == int(env["PORT"])
     assert settings.log_format == "json"
@@ -224,7 +256,7 @@ def test_worker_environment_is_accepted_by_the_worker(
 
 
 def test_env_names_are_ones_the_code_reads(services: dict[str, Any]) -> None:
-    for name, known in (("router", router_env_names()), ("worker", worker_env_names())):
+    for name, known in (("router", router_env_names()), (WORKER, worker_env_names())):
         unknown = set(env_of(services[name])) - known
         assert not unknown, f"{name} sets variables the code never reads: {sorted(unknown)}"
 
@@ -232,7 +264,7 @@ def test_env_names_are_ones_the_code_reads(services: dict[str, Any]) -> None:
 def test_both_services_set_port_so_the_image_healthcheck_probes_the_right_one(
     services: dict[str, Any],
 ) -> None:
-    for name in ("router", "worker"):
+    for name in ("router", WORKER):
         assert env_of(services[name])["PORT"].isdigit()
         # The image's HEALTHCHECK (`collab health`, reads PORT) applies: not turned off here.
         assert "healthcheck" not in services[name] or not services[name]["healthcheck"].get(
@@ -243,7 +275,7 @@ def test_both_services_set_port_so_the_image_healthcheck_probes_the_right_one(
 # ------------------------------------------------------------------------------- updates
 
 
-@pytest.mark.parametrize("name", ["router", "worker"])
+@pytest.mark.parametrize("name", ["router", WORKER])
 def test_rolling_updates_start_the_new_task_first(services: dict[str, Any], name: str) -> None:
     deploy = services[name]["deploy"]
     assert deploy["update_config"]["order"] == "start-first"
@@ -252,7 +284,7 @@ def test_rolling_updates_start_the_new_task_first(services: dict[str, Any], name
 
 
 def test_worker_grace_period_covers_the_drain(services: dict[str, Any], tmp_path: Path) -> None:
-    worker = services["worker"]
+    worker = services[WORKER]
     env = env_of(worker)
     assert "DRAIN_TIMEOUT_MS" in env, "set the drain bound explicitly next to the grace period"
     drain_s = Settings.from_env(real_env(env, tmp_path)).drain_timeout_ms / 1000
@@ -280,7 +312,7 @@ def test_resource_limits_follow_the_seed(normalized: dict[str, Any]) -> None:
         limits = service["deploy"]["resources"]["limits"]
         assert float(limits["cpus"]) > 0 and memory(limits["memory"]) > 0, name
     # Seed: per worker CPU 1-2 cores, memory 2-4 GB.
-    worker = svc["worker"]["deploy"]["resources"]
+    worker = svc[WORKER]["deploy"]["resources"]
     assert float(worker["limits"]["cpus"]) == 2 and memory(worker["limits"]["memory"]) == 4 * GIB
     assert float(worker["reservations"]["cpus"]) == 1
     assert memory(worker["reservations"]["memory"]) == 2 * GIB
@@ -342,20 +374,20 @@ def test_every_file_variable_points_at_a_secret_of_its_own_service(
 
 
 def test_workers_routers_and_minio_share_the_same_secrets(services: dict[str, Any]) -> None:
-    worker, router, minio = (env_of(services[n]) for n in ("worker", "router", "minio"))
+    worker, router, minio = (env_of(services[n]) for n in (WORKER, "router", "minio"))
     files = {
         n: {
             var: secret_names(services[n])[path]
             for var, path in env_of(services[n]).items()
             if var.endswith("_FILE")
         }
-        for n in ("worker", "router", "minio")
+        for n in (WORKER, "router", "minio")
     }
     assert worker and router and minio
     for var in ("ADMIN_TOKEN_FILE", "AUTH_SECRET_FILE"):  # the router calls workers' admin API
-        assert files["worker"][var] == files["router"][var]
-    assert files["minio"]["MINIO_ROOT_USER_FILE"] == files["worker"]["MINIO_ACCESS_KEY_FILE"]
-    assert files["minio"]["MINIO_ROOT_PASSWORD_FILE"] == files["worker"]["MINIO_SECRET_KEY_FILE"]
+        assert files[WORKER][var] == files["router"][var]
+    assert files["minio"]["MINIO_ROOT_USER_FILE"] == files[WORKER]["MINIO_ACCESS_KEY_FILE"]
+    assert files["minio"]["MINIO_ROOT_PASSWORD_FILE"] == files[WORKER]["MINIO_SECRET_KEY_FILE"]
     grafana = env_of(services["grafana"])
     assert "GF_SECURITY_ADMIN_PASSWORD__FILE" in grafana
 
@@ -409,7 +441,7 @@ def test_prometheus_discovers_workers_and_routers_through_dns(stack: dict[str, A
                 discovered[service] = sd["port"]
     services = stack["services"]
     assert discovered == {
-        "worker": int(env_of(services["worker"])["PORT"]),
+        WORKER: int(env_of(services[WORKER])["PORT"]),
         "router": int(env_of(services["router"])["PORT"]),
     }
 

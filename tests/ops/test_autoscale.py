@@ -22,6 +22,8 @@ from tests.support import JsonClient, wait_until
 
 NAMES = ["w-0", "w-1", "w-2"]
 REPLICAS = "{{.Spec.Mode.Replicated.Replicas}}"
+# The worker service of swarm.yml deployed as `collaborative-session`, as in the original's README.
+SERVICE = "collaborative-session_collaborative-worker"
 
 
 class TestDecisions:
@@ -196,7 +198,7 @@ class TestSwarm:
                 "--max",
                 "8",
                 "--swarm-service",
-                "collab_worker",
+                SERVICE,
                 "--rounds",
                 "1",
                 **env,
@@ -208,11 +210,11 @@ class TestSwarm:
                     "inspect",
                     "--format",
                     "{{.Spec.Mode.Replicated.Replicas}}",
-                    "collab_worker",
+                    SERVICE,
                 ],
-                ["service", "scale", "--detach", "collab_worker=3"],
+                ["service", "scale", "--detach", f"{SERVICE}=3"],
             ]
-            assert "-> scaled collab_worker to 3" in done.stdout
+            assert f"-> scaled {SERVICE} to 3" in done.stdout
 
     @pytest.mark.node
     @requires_node
@@ -236,7 +238,7 @@ class TestSwarm:
                 "--scale-down-delay",
                 "0",
                 "--swarm-service",
-                "collab_worker",
+                SERVICE,
                 "--rounds",
                 "1",
                 "--settle-timeout",
@@ -245,11 +247,11 @@ class TestSwarm:
             )
             assert done.returncode == 0, done.stderr
             inspect, scale = calls(tmp_path)
-            assert scale["argv"] == ["service", "scale", "--detach", "collab_worker=2"]
+            assert scale["argv"] == ["service", "scale", "--detach", f"{SERVICE}=2"]
             # w-1 held no session, so it was the one drained, before Swarm was asked.
             at_scale = {w["id"]: (w["state"], w["sessions"]) for w in scale["workers"]}
             assert at_scale["w-1"] == ("draining", 0), at_scale
-            assert "-> drained w-1, scaled collab_worker to 2; undrained w-1" in done.stdout
+            assert f"-> drained w-1, scaled {SERVICE} to 2; undrained w-1" in done.stdout
             # Swarm stopped w-2 instead (it drained on SIGTERM); w-1 is back in the pool.
             await p.wait_ring({"w-0", "w-1"})
             await js.insert("[after]")

@@ -40,7 +40,13 @@ _MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key has at least 256 bits
 # Three base64url segments (the signature may be empty, as in an ``alg: none`` token, so that
 # such a token is recognised, selected and then refused with its reason rather than ignored).
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-_NO_TOKEN = "no token: pass ?token=JWT or Sec-WebSocket-Protocol"
+# Said to a client that sent no token, with where to put one. The original service had no
+# authentication, so its clients send none: the reason says that this server wants one.
+_NO_TOKEN = (
+    "missing token: send a JWT as ?token=... or as a Sec-WebSocket-Protocol entry"
+    " (this server has AUTH_SECRET set)"
+)
+_NO_BEARER = "missing token: send 'Authorization: Bearer <JWT>' (this server has AUTH_SECRET set)"
 
 
 class AuthRefused(Exception):
@@ -201,7 +207,7 @@ class Authenticator:
             return None
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("no token: send 'Authorization: Bearer <JWT>'")
+            raise Unauthenticated(_NO_BEARER)
         return self._grant(token.strip())
 
     def authenticate(self, query: str | bytes, offered: Sequence[str]) -> Grant | None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from contract.auth import Authenticator
 from router.settings import RouterSettings
 from tests.deploy.config_names import router_env_names, worker_env_names
 from tests.deploy.files_support import (
@@ -37,6 +38,11 @@ COLLAB_IMAGE_DEFAULT = "${COLLAB_IMAGE:-collab:latest}"
 STACK = "collaborative-session"
 WORKER = "collaborative-worker"
 SEED_SERVICES = (WORKER, "minio")
+# Variables swarm.yml interpolates: the tests set them or leave them unset, never inherit them.
+STACK_VARIABLES = ("COLLAB_IMAGE", "COLLAB_CONFIG_VERSION", "COLLAB_AUTH_SECRET_FILE")
+# docs/deploy.md's switch that runs the stack without client authentication, as the original.
+OPEN_DEPLOY = f"COLLAB_AUTH_SECRET_FILE= docker stack deploy -c swarm.yml {STACK}"
+PARSERS = (("router", RouterSettings.from_env), (WORKER, Settings.from_env))
 SECRETISH = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
 GIB = 1024**3
 MIB = 1024**2
@@ -55,15 +61,14 @@ def services(stack: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-@pytest.fixture(scope="module")
-def normalized() -> dict[str, Any]:
-    """`docker stack config`'s output: schema-checked, interpolated, units normalized."""
+def stack_config(**variables: str) -> dict[str, Any]:
+    """`docker stack config`'s output: schema-checked, interpolated, units normalized, with
+    ``variables`` in the environment of the deploying shell (as ``VAR=value docker stack ...``)."""
     docker = shutil.which("docker")
     assert docker, "the docker CLI (client only) is needed to validate swarm.yml"
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("COLLAB_IMAGE", "COLLAB_CONFIG_VERSION")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in STACK_VARIABLES}
     env["COLLAB_IMAGE"] = "registry.example/collab:1.2.3"
+    env.update(variables)
     result = subprocess.run(
         [docker, "stack", "config", "-c", str(SWARM)],
         capture_output=True,
@@ -76,6 +81,18 @@ def normalized() -> dict[str, Any]:
     data = yaml.safe_load(result.stdout)
     assert isinstance(data, dict)
     return data
+
+
+@pytest.fixture(scope="module")
+def normalized() -> dict[str, Any]:
+    """The stack as `docker stack deploy -c swarm.yml collaborative-session` deploys it."""
+    return stack_config()
+
+
+@pytest.fixture(scope="module")
+def envs(normalized: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Each service's environment after docker's variable interpolation."""
+    return {name: env_of(service) for name, service in normalized["services"].items()}
 
 
 def env_of(service: dict[str, Any]) -> dict[str, str]:
@@ -207,16 +224,52 @@ def test_router_publishes_its_port_and_runs_two_replicas(services: dict[str, Any
 
 
 def test_router_finds_the_workers_through_swarm_dns(
-    services: dict[str, Any], tmp_path: Path
+    envs: dict[str, dict[str, str]], tmp_path: Path
 ) -> None:
-    router_env = env_of(services["router"])
-    worker_port = int(env_of(services[WORKER])["PORT"])
+    router_env = envs["router"]
+    worker_port = int(envs[WORKER]["PORT"])
     assert router_env["WORKERS_DNS"] == f"tasks.{WORKER}"
     assert int(router_env["WORKERS_PORT"]) == worker_port
     settings = RouterSettings.from_env(real_env(router_env, tmp_path))
     assert settings.workers_dns == f"tasks.{WORKER}" and settings.workers_port == worker_port
     assert settings.port == int(router_env["PORT"])
     assert settings.admin_token and settings.auth_secret, "token and secret come from files"
+
+
+# ------------------------------------------------------------------------------- client auth
+
+
+def test_routers_and_workers_require_client_tokens_by_default(
+    envs: dict[str, dict[str, str]], tmp_path: Path
+) -> None:
+    for name, parse in PARSERS:
+        secret = parse(real_env(envs[name], tmp_path)).auth_secret
+        assert Authenticator(secret).enabled, name
+
+
+def test_one_documented_variable_runs_the_stack_open(
+    normalized: dict[str, Any], tmp_path: Path
+) -> None:
+    """`COLLAB_AUTH_SECRET_FILE= docker stack deploy ...`: routers and workers start without
+    AUTH_SECRET, so clients that send no token (the original's) are served; nothing else moves."""
+    opened = stack_config(COLLAB_AUTH_SECRET_FILE="")
+    for name, parse in PARSERS:
+        env = env_of(opened["services"][name])
+        assert env["AUTH_SECRET_FILE"] == ""
+        secret = parse(real_env(env, tmp_path)).auth_secret
+        assert secret is None and not Authenticator(secret).enabled, name
+
+    def without_auth(stack: dict[str, Any]) -> dict[str, Any]:
+        services = {n: dict(s) for n, s in stack["services"].items()}
+        for name, _ in PARSERS:
+            services[name]["environment"] = {
+                k: v for k, v in services[name]["environment"].items() if k != "AUTH_SECRET_FILE"
+            }
+        return {**stack, "services": services}
+
+    assert without_auth(opened) == without_auth(normalized)
+    for page in (SWARM, ROOT / "docs" / "deploy.md"):
+        assert OPEN_DEPLOY in page.read_text(), f"{page.name}: say how to run open"
 
 
 # ------------------------------------------------------------------------------- worker
@@ -233,19 +286,21 @@ def test_workers_are_five_dnsrr_replicas_without_published_ports(
     assert "ports" not in worker
 
 
-def test_worker_id_is_unique_per_task_and_valid(services: dict[str, Any], tmp_path: Path) -> None:
-    value = env_of(services[WORKER])["WORKER_ID"]
+def test_worker_id_is_unique_per_task_and_valid(
+    envs: dict[str, dict[str, str]], tmp_path: Path
+) -> None:
+    value = envs[WORKER]["WORKER_ID"]
     # Per task, not per slot: start-first runs the old and new task of a slot side by side.
     assert "{{.Task.ID}}" in value, value
-    settings = Settings.from_env(real_env(env_of(services[WORKER]), tmp_path))
+    settings = Settings.from_env(real_env(envs[WORKER], tmp_path))
     assert re.fullmatch(r"[A-Za-z0-9._-]{1,64}", settings.worker_id), settings.worker_id
     assert "duplicate_worker_id" in SWARM.read_text(), "say why in a comment"
 
 
 def test_worker_environment_is_accepted_by_the_worker(
-    services: dict[str, Any], tmp_path: Path
+    services: dict[str, Any], envs: dict[str, dict[str, str]], tmp_path: Path
 ) -> None:
-    env = env_of(services[WORKER])
+    env = envs[WORKER]
     settings = Settings.from_env(real_env(env, tmp_path))
     assert settings.port == int(env["PORT"])
     assert settings.log_format == "json"
@@ -283,9 +338,11 @@ def test_rolling_updates_start_the_new_task_first(services: dict[str, Any], name
     assert deploy["rollback_config"]["order"] == "start-first"
 
 
-def test_worker_grace_period_covers_the_drain(services: dict[str, Any], tmp_path: Path) -> None:
+def test_worker_grace_period_covers_the_drain(
+    services: dict[str, Any], envs: dict[str, dict[str, str]], tmp_path: Path
+) -> None:
     worker = services[WORKER]
-    env = env_of(worker)
+    env = envs[WORKER]
     assert "DRAIN_TIMEOUT_MS" in env, "set the drain bound explicitly next to the grace period"
     drain_s = Settings.from_env(real_env(env, tmp_path)).drain_timeout_ms / 1000
     grace_s = duration(worker["stop_grace_period"]).total_seconds()
@@ -330,12 +387,14 @@ def test_resource_limits_follow_the_seed(normalized: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------- secrets
 
 
-def test_secrets_are_external_and_never_inlined(stack: dict[str, Any]) -> None:
+def test_secrets_are_external_and_never_inlined(
+    stack: dict[str, Any], envs: dict[str, dict[str, str]]
+) -> None:
     assert stack["secrets"], "no secrets"
     for name, secret in stack["secrets"].items():
         assert secret == {"external": True}, f"secret {name}: create it with docker secret create"
-    for name, service in stack["services"].items():
-        for var, value in env_of(service).items():
+    for name, env in envs.items():
+        for var, value in env.items():
             bare = var.removesuffix("_FILE").rstrip("_")
             if SECRETISH.search(bare):
                 assert var.endswith("_FILE"), f"{name}: {var} holds a secret in plain environment"
@@ -362,23 +421,25 @@ def walk(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def test_every_file_variable_points_at_a_secret_of_its_own_service(
-    stack: dict[str, Any],
+    stack: dict[str, Any], envs: dict[str, dict[str, str]]
 ) -> None:
     for name, service in stack["services"].items():
         mounted = secret_names(service)
         for source in mounted.values():
             assert source in stack["secrets"], f"{name}: secret {source} is not declared"
-        for var, value in env_of(service).items():
+        for var, value in envs[name].items():
             if var.endswith("_FILE"):
                 assert value in mounted, f"{name}: {var}={value} is not a secret of {name}"
 
 
-def test_workers_routers_and_minio_share_the_same_secrets(services: dict[str, Any]) -> None:
-    worker, router, minio = (env_of(services[n]) for n in (WORKER, "router", "minio"))
+def test_workers_routers_and_minio_share_the_same_secrets(
+    services: dict[str, Any], envs: dict[str, dict[str, str]]
+) -> None:
+    worker, router, minio = (envs[n] for n in (WORKER, "router", "minio"))
     files = {
         n: {
             var: secret_names(services[n])[path]
-            for var, path in env_of(services[n]).items()
+            for var, path in envs[n].items()
             if var.endswith("_FILE")
         }
         for n in (WORKER, "router", "minio")

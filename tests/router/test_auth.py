@@ -94,7 +94,7 @@ class TestThroughTheRouter:
         self, tmp_path: Path
     ) -> None:
         async with pool(tmp_path, 2, auth_env(tmp_path), auth_secret=SECRET) as p:
-            cases = {**bad_tokens(), "missing": ("", "no token")}
+            cases = {**bad_tokens(), "missing": ("", "missing token: send a JWT as ?token=")}
             for name, (token, cause) in cases.items():
                 for tried, closed in await refusals(p.url, token):
                     assert closed.code == codes.UNAUTHENTICATED, (name, tried, closed)

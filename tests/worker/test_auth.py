@@ -22,6 +22,10 @@ from contract.auth import (
 from tests.tokens import SECRET, bad_tokens, mint
 
 AUTH = Authenticator(SECRET)
+MISSING_TOKEN = (
+    "missing token: send a JWT as ?token=... or as a Sec-WebSocket-Protocol entry"
+    " (this server has AUTH_SECRET set)"
+)
 
 
 def refusal(query: str = "", offered: tuple[str, ...] = ()) -> AuthRefused:
@@ -78,9 +82,22 @@ class TestAuthenticator:
         assert grant is not None and grant.user == "query"
 
     def test_a_missing_token_is_refused_with_where_to_put_one(self) -> None:
+        """The original's clients send no token: the reason says what to send, and where."""
         refused = refusal("token=")
         assert isinstance(refused, Unauthenticated) and refused.code == codes.UNAUTHENTICATED
-        assert refused.reason == "no token: pass ?token=JWT or Sec-WebSocket-Protocol"
+        assert refused.reason == MISSING_TOKEN
+        # Whole, not cut by fit_reason: a close frame carries at most 123 bytes of reason.
+        assert len(MISSING_TOKEN.encode()) <= codes.MAX_REASON_BYTES
+
+    @pytest.mark.parametrize("header", [None, "", "Basic YWxpY2U6", "Bearer "])
+    def test_an_http_request_without_a_bearer_token_is_told_what_to_send(
+        self, header: str | None
+    ) -> None:
+        with pytest.raises(Unauthenticated) as caught:
+            AUTH.authenticate_bearer(header)
+        assert caught.value.reason == (
+            "missing token: send 'Authorization: Bearer <JWT>' (this server has AUTH_SECRET set)"
+        )
 
     def test_an_expired_token_is_refused_with_its_expiry(self) -> None:
         refused = refusal(f"token={mint(expires_in=-3600)}")

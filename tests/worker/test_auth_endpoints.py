@@ -80,7 +80,8 @@ class TestYjs:
         closed = await closed_with(f"{auth_worker.url}/yjs/s1", subprotocols=["y-websocket"])
         assert (closed.code, closed.reason) == (
             codes.UNAUTHENTICATED,
-            "no token: pass ?token=JWT or Sec-WebSocket-Protocol",
+            "missing token: send a JWT as ?token=... or as a Sec-WebSocket-Protocol entry"
+            " (this server has AUTH_SECRET set)",
         )
         assert closed.subprotocol is None
         assert await untouched(auth_worker, "s1")

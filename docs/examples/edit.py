@@ -5,7 +5,8 @@
 It connects to ``ws://127.0.0.1:8080/yjs/demo/hello.txt`` (session ``demo``, file
 ``hello.txt``), appends its text once the document has synced, prints the file every time
 anyone changes it, and after ``--seconds`` prints the final text. Run two at once, in two
-terminals: both end with both texts, in the same order.
+terminals: both end with both texts, in the same order. It needs pycrdt-websocket and httpx-ws:
+``pip install '.[client]'`` from this repository (``make run`` installs them into ``.venv``).
 """
 
 from __future__ import annotations

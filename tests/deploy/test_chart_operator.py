@@ -7,6 +7,7 @@ validated against the Kubernetes 1.31 schemas; the CollabPool against its CRD's 
 from __future__ import annotations
 
 import math
+import re
 
 import jsonschema
 import kubernetes_validate
@@ -23,6 +24,7 @@ from ops.collabpool import (
     worker_pod,
 )
 from ops.operator import RBAC_RULES
+from ops.scaling import Buffer
 from tests.deploy.chart_support import (
     CHART_DIR,
     CLUSTER_DOMAIN,
@@ -30,6 +32,7 @@ from tests.deploy.chart_support import (
     NAMESPACE,
     POD_IP,
     RELEASE,
+    ROOT,
     SECRET_ENV,
     Obj,
     Rendered,
@@ -320,11 +323,60 @@ def test_a_changed_image_changes_the_template_hash_and_nothing_else_does() -> No
 
 
 @pytest.mark.parametrize(
+    ("pool", "buffer"),
+    [
+        ({}, {"workers": 1}),
+        ({"bufferSessions": "20%"}, {"sessions": "20%"}),
+        ({"bufferSessions": 50}, {"sessions": 50}),
+        ({"bufferWorkers": 2}, {"workers": 2}),
+        ({"bufferWorkers": "25%"}, {"workers": "25%"}),
+        ({"bufferWorkers": 0, "bufferSessions": "20%"}, {"sessions": "20%"}),
+        ({"bufferWorkers": None, "bufferSessions": 30}, {"sessions": 30}),
+        ({"bufferSessions": 0}, {"workers": 1}),
+        ({"bufferWorkers": 0}, None),
+    ],
+    ids=lambda v: repr(v),
+)
+def test_one_buffer_value_alone_is_enough(pool: Obj, buffer: Obj | None) -> None:
+    """`--set pool.bufferSessions=20%` needs no `bufferWorkers=0` beside it; with neither set the
+    pool keeps one spare worker, and 0 turns the buffer off."""
+    spec = pool_of(render({"pool": pool}))["spec"]
+    assert spec.get("buffer") == buffer
+    # And the operator reads it as that buffer.
+    [(unit, amount)] = (buffer or {"sessions": 0}).items()
+    assert PoolSpec.parse(spec).buffer == Buffer.parse(amount, unit)
+
+
+def test_the_documented_scale_command_works_with_either_buffer() -> None:
+    """docs/deploy.md's `helm upgrade ... --set pool.bufferWorkers=2  # or pool.bufferSessions=20%`,
+    as written and with the alternative its comment names (the values `--set` gives Helm)."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    [command] = re.findall(r"\nhelm upgrade collab [^\n]*--reuse-values \\\n(?:.*\\\n)*.*\n", text)
+    [alternative] = re.findall(r"# or (pool\.bufferSessions=\S+)", command)
+    sets = re.findall(r"--set (\S+)", command)
+    assert "pool.bufferWorkers=2" in sets
+    for chosen in (sets, [s for s in sets if "bufferWorkers" not in s] + [alternative]):
+        values: Obj = {}
+        for item in chosen:
+            key, _, raw = item.partition("=")
+            *parents, leaf = key.split(".")
+            node = values
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[leaf] = int(raw) if raw.isdigit() else raw  # as Helm's --set types them
+        spec = pool_of(render(values))["spec"]
+        assert spec["sessionsPerWorker"] == values["pool"]["sessionsPerWorker"]
+        assert spec["buffer"] == (
+            {"sessions": "20%"} if "bufferSessions" in values["pool"] else {"workers": 2}
+        )
+
+
+@pytest.mark.parametrize(
     ("values", "expected"),
     [
         ({"autoscaling": {"enabled": True}}, "the operator scales the pool itself"),
         ({"pool": {"minWorkers": 5, "maxWorkers": 3}}, "pool.minWorkers (5) is above"),
-        ({"pool": {"bufferSessions": 10}}, "both set"),
+        ({"pool": {"bufferWorkers": 1, "bufferSessions": 10}}, "both set"),
     ],
     ids=["hpa-with-operator", "min-above-max", "two-buffers"],
 )

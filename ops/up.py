@@ -2,12 +2,16 @@
 
 Children run in their own process group, so Ctrl-C reaches only this supervisor, which then
 stops them in the order that loses nothing: the router first (no new connections), then every
-worker drains (flush, clients closed with 1012) and exits. Their logs go to files under the data
-directory; the terminal shows progress and where to connect.
+worker drains (flush, clients closed with 1012) and exits. SIGTERM and SIGHUP (the terminal was
+closed) do the same. Should this supervisor die without stopping them (SIGKILL), each child is
+sent SIGTERM by the kernel (``contract.lifeline``, Linux), so none outlives it holding its port.
+Their logs go to files under the data directory; the terminal shows progress and where to
+connect.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -22,7 +26,12 @@ from typing import TextIO
 
 import httpx
 
+from contract.lifeline import child_env
+
 START_TIMEOUT_S = 30.0
+# Each asks for the ordered stop. SIGHUP is the terminal going away (closed, ssh dropped): its
+# default would end this process alone and leave the children, in their own sessions, running.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class UpError(RuntimeError):
@@ -83,11 +92,29 @@ class Up:
         self.env.pop("PORT", None)
 
     def say(self, message: str) -> None:
-        print(message, file=self.out, flush=True)
+        try:
+            print(message, file=self.out, flush=True)
+        except OSError:
+            # The terminal is gone (closed: EIO after SIGHUP) or the pipe's reader is. What is
+            # left to say goes nowhere; the stop must go on, and exit must not fail to flush.
+            self._silence()
+
+    def _silence(self) -> None:
+        """Points the output's file descriptor at /dev/null: what is still buffered, and the
+        flush at exit, then succeed (a failed flush at exit would turn the exit code into 120)."""
+        try:
+            fd = self.out.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+        except (OSError, ValueError):
+            return  # not a file (a test's StringIO), or no /dev/null: nothing to redirect
+        with contextlib.suppress(OSError):
+            os.dup2(devnull, fd)
+        os.close(devnull)
 
     def run(self) -> int:
-        """Start, serve until Ctrl-C/SIGTERM or a child dies, stop in order; the exit code."""
-        previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        """Start, serve until Ctrl-C/SIGTERM/SIGHUP or a child dies, stop in order; the exit
+        code."""
+        previous = {sig: signal.signal(sig, _raise_stop) for sig in STOP_SIGNALS}
         code = 0
         try:
             self._start()
@@ -142,7 +169,8 @@ class Up:
 
     def _spawn(self, name: str, module: str, port: int, extra: dict[str, str]) -> Child:
         log = self.data_dir / "logs" / f"{name}.log"
-        env = {**self.env, **extra, "PORT": str(port), "COLLAB_HOST": self.host}
+        # child_env: the child is sent SIGTERM should this process die without stopping it.
+        env = child_env({**self.env, **extra, "PORT": str(port), "COLLAB_HOST": self.host})
         if module == "worker":
             env["COLLAB_HOST"] = "127.0.0.1"  # only the router is reachable from outside
         with open(log, "ab") as out:

@@ -8,6 +8,7 @@ import sys
 import anyio
 
 from contract.env import ConfigError
+from contract.lifeline import die_with_parent
 from contract.logs import configure_logging
 
 from .server import run_router
@@ -25,6 +26,7 @@ async def _main(settings: RouterSettings) -> None:
 
 def main() -> None:
     try:
+        die_with_parent()  # first: `collab up`'s children must not outlive it
         settings = RouterSettings.from_env()
     except ConfigError as exc:
         print(f"collab router: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ import anyio
 import structlog
 
 from contract.env import ConfigError
+from contract.lifeline import die_with_parent
 from contract.logs import configure_logging
 from contract.server import serve
 
@@ -32,6 +33,7 @@ def run(settings: Settings) -> None:
 
 def main() -> None:
     try:
+        die_with_parent()  # first: `collab up`'s children must not outlive it
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"collab worker: {exc}", file=sys.stderr)

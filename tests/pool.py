@@ -139,9 +139,15 @@ async def pool(
     env = env if env is not None else {"STORAGE_DIR": str(tmp / "storage")}
     names = [f"w-{i}" for i in range(workers)]
     extra = worker_env or {}
-    started = await asyncio.gather(
-        *(start_worker(tmp, {**env, **extra.get(n, {})}, n) for n in names)
+    starts = await asyncio.gather(
+        *(start_worker(tmp, {**env, **extra.get(n, {})}, n) for n in names),
+        return_exceptions=True,
     )
+    started = [w for w in starts if isinstance(w, WorkerProcess)]
+    if len(started) < len(starts):  # one did not start (and was killed): the others go too
+        for w in started:
+            w.kill()
+        raise next(e for e in starts if isinstance(e, BaseException))
     addresses = [("127.0.0.1", w.port) for w in started]
 
     async def resolve(name: str, port: int) -> list[tuple[str, int]]:

@@ -27,6 +27,7 @@ from pycrdt import Doc, Map, Provider, Text
 from pycrdt.websocket.websocket import HttpxWebsocket
 from websockets.typing import Subprotocol
 
+from contract.lifeline import child_env
 from tests.s3server import free_port
 from worker import yjs_protocol as yjs
 from worker.app import create_app
@@ -98,7 +99,11 @@ async def run_worker(
 
 
 class WorkerProcess:
-    """``collab worker`` (or, with ``module="router"``, a router) as a real subprocess."""
+    """``collab worker`` (or, with ``module="router"``, a router) as a real subprocess.
+
+    It cannot outlive the test run: a start that fails kills it, and it is sent SIGTERM should
+    pytest die before stopping it (``contract.lifeline``, as ``collab up`` does, Linux; not when
+    ``wrap``ped, as a wrapper may fork and be its parent instead)."""
 
     def __init__(
         self,
@@ -113,6 +118,8 @@ class WorkerProcess:
         self.argv = [*wrap, sys.executable, "-m", module]
         self.port = port or free_port()
         self.env = {**os.environ, **env, "PORT": str(self.port), "LOG_FORMAT": "json"}
+        if not wrap:
+            self.env = child_env(self.env)
         self.log_path = log
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -142,6 +149,14 @@ class WorkerProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+        try:
+            await self._ready(timeout)
+        except BaseException:  # not ready in time, or the test was cancelled meanwhile
+            self.kill()
+            raise
+
+    async def _ready(self, timeout: float) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient() as http:
             while time.monotonic() < deadline:
@@ -165,7 +180,7 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None:
             if time.monotonic() > deadline:
-                self.proc.kill()
+                self.kill()
                 raise TimeoutError("worker did not exit in time")
             await asyncio.sleep(0.05)
         return self.proc.returncode
@@ -211,8 +226,10 @@ async def worker_and_router(
         await router.start()
         yield worker, router, stopped
     finally:
-        stopped.router = await router.stop()
-        stopped.worker = await worker.stop()
+        try:
+            stopped.router = await router.stop()
+        finally:
+            stopped.worker = await worker.stop()
 
 
 class JsonClient:

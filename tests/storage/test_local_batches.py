@@ -81,7 +81,12 @@ def test_two_processes_swapping_over_one_root_neither_deadlock_nor_lose_a_swap(
         )
         for order in (keys, keys[::-1])
     ]
-    for p in procs:
-        assert p.wait(timeout=60) == 0
+    try:
+        for p in procs:
+            assert p.wait(timeout=60) == 0
+    finally:  # a deadlock (what this test looks for) must not outlive it
+        for p in procs:
+            p.kill()
+            p.wait()
     for key in keys:
         assert (tmp_path / key).read_bytes() == str(2 * rounds).encode()

@@ -40,20 +40,16 @@ class TestAcknowledgedMeansStored:
             **backend_env,
         }
         worker = WorkerProcess(env, log=tmp_path / "worker.log")
-        for i in range(ROUNDS):
-            await worker.start()
-            async with JsonClient.connect(worker.url) as client:
-                await client.join("s-acks", "alice")
-                await client.send(
-                    {
-                        "type": "fileOperation",
-                        "data": {"type": "create", "path": f"f{i}.txt", "content": f"round {i}"},
-                    }
-                )
-                await client.recv("fileOperationSuccess", timeout=10)
-                worker.kill()
-        await worker.start()
         try:
+            for i in range(ROUNDS):
+                await worker.start()
+                async with JsonClient.connect(worker.url) as client:
+                    await client.join("s-acks", "alice")
+                    create = {"type": "create", "path": f"f{i}.txt", "content": f"round {i}"}
+                    await client.send({"type": "fileOperation", "data": create})
+                    await client.recv("fileOperationSuccess", timeout=10)
+                    worker.kill()
+            await worker.start()
             async with JsonClient.connect(worker.url) as client:
                 await client.join("s-acks", "check")
                 for i in range(ROUNDS):

@@ -96,8 +96,8 @@ async def two_worker_processes(
     a test may have frozen it) and w-2 stopped."""
     env = {"STORAGE_DIR": str(tmp_path / "storage")}
     one, two = worker_process(tmp_path, "w-1", env), worker_process(tmp_path, "w-2", env)
-    await asyncio.gather(one.start(), two.start())
     try:
+        await asyncio.gather(one.start(), two.start())  # in the try: one may start, not the other
         yield one, two
     finally:
         one.signal(signal.SIGCONT)
@@ -297,8 +297,8 @@ class TestTakeover:
         async with s3_behind_proxy(kwargs) as (cut_env, to_storage):
             one = worker_process(tmp_path, "w-1", cut_env)
             two = worker_process(tmp_path, "w-2", s3_env(kwargs))
-            await asyncio.gather(one.start(), two.start())
             try:
+                await asyncio.gather(one.start(), two.start())
                 async with (
                     JsonClient.connect(one.url) as alice,
                     YjsClient.connect(one.url, "s-cut/a.txt") as editor,

@@ -140,7 +140,8 @@ def read_storage(
     expected: dict[FileKey, dict[str, str | None]],
     wait_s: float,
 ) -> tuple[dict[FileKey, str | None], dict[str, Any]]:
-    """Each file's stored text; re-read (up to ``wait_s``) while it differs from the clients'."""
+    """Each file's stored text; re-read (up to ``wait_s``) while it differs from the clients'
+    or storage fails to answer (the last failure is raised once the time is up)."""
     deadline = time.monotonic() + wait_s
     reads = 0
     with S3Reader(config) as reader:
@@ -148,11 +149,17 @@ def read_storage(
             reads += 1
             stored: dict[FileKey, str | None] = {}
             objects = 0
-            for session in sorted(sessions):
-                state = read_session(reader, session)
-                objects += state.objects
-                for path, text in state.texts.items():
-                    stored[(session, path)] = text
+            try:
+                for session in sorted(sessions):
+                    state = read_session(reader, session)
+                    objects += state.objects
+                    for path, text in state.texts.items():
+                        stored[(session, path)] = text
+            except StorageError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(1.0)
+                continue
             pending = [
                 key
                 for key, views in expected.items()

@@ -31,7 +31,7 @@ from typing import Any, TextIO
 import anyio
 import httpx
 import websockets
-from httpx_ws import aconnect_ws
+from httpx_ws import WebSocketDisconnect, aconnect_ws
 from pycrdt import Doc, Provider, Text
 from pycrdt.websocket.websocket import HttpxWebsocket
 
@@ -40,12 +40,52 @@ REPLY_TIMEOUT_S = 20.0
 CONNECT_TIMEOUT_S = 5.0
 PING_INTERVAL_S = 2.0
 PING_TIMEOUT_S = 5.0
+SYNC_TIMEOUT_S = 30.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 2.5
+FINAL_READ_S = 20.0
 MAX_OWN_FILES = 8  # a JSON client's own files: each is read again while settling
 # JSON replies (one per request); everything else a JSON client receives is someone else's news.
 _REPLIES = {"joined", "files", "fileContent", "fileOperationSuccess", "error", "pong"}
+
+
+async def _first(*events: anyio.Event) -> None:
+    """Returns once any of ``events`` is set."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        for event in events:
+            tg.start_soon(wait, event)
+
+
+async def set_within(event: asyncio.Event, seconds: float) -> bool:
+    """Waits up to ``seconds`` for ``event``; whether it was set. (``asyncio.timeout``, not
+    ``wait_for``: on Python 3.11, ``wait_for`` can swallow a cancellation that arrives as its
+    awaitable completes, and a client task would then outlive the workload's stop.)"""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _close_of(ws: Any) -> tuple[int | None, str]:
+    """The close frame waiting in an httpx-ws session's queue, if any (a send that failed
+    because the server had closed reports only the send's error)."""
+    with anyio.move_on_after(0.5):
+        for _ in range(256):
+            try:
+                await ws.receive()
+            except WebSocketDisconnect as exc:
+                return exc.code, exc.reason
+            except Exception:
+                break
+    return None, ""
 
 
 def digest(text: str) -> str:
@@ -146,19 +186,16 @@ class PyEditor:
         self.rng = random.Random(f"{seed}/{name}")
         self.doc: Doc = Doc()
         self.text = self.doc.get("content", type=Text)
-        self.connected = self.synced = self.ever_synced = False
+        self.connected = self.synced = self.ever_synced = self.closed = False
         self.inserted: set[str] = set()
         self.count = 0
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
-        """Edit until ``stop``, stay connected until cancelled."""
+        """Edit until ``stop``, stay connected until closed."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._connection())
-            while not stop.is_set():
-                delay = interval * (0.5 + self.rng.random())
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except TimeoutError:
+            while not (stop.is_set() or self.closed):
+                if not await set_within(stop, interval * (0.5 + self.rng.random())):
                     self.insert()
 
     def insert(self) -> None:
@@ -173,7 +210,7 @@ class PyEditor:
         url = f"{http_url(self.router)}/yjs/{room}"
         attempt = 0
         async with httpx.AsyncClient(timeout=CONNECT_TIMEOUT_S, trust_env=False) as http:
-            while True:
+            while not self.closed:
                 code: int | None = None
                 reason = ""
                 try:
@@ -187,8 +224,13 @@ class PyEditor:
                         channel = _Channel(ws, room)
                         self.connected = True
                         self.history.write("connected", router=self.router)
-                        if await self._serve(channel):
-                            attempt = 0
+                        try:
+                            if await self._serve(channel):
+                                attempt = 0
+                        except Exception as exc:  # a send on a socket the server closed
+                            if channel.code is None:
+                                channel.code, channel.reason = await _close_of(ws)
+                            channel.reason = channel.reason or _describe(exc)
                         code, reason = channel.code, channel.reason
                 except Exception as exc:  # refused, reset, timed out, or the Provider failed
                     reason = _describe(exc)
@@ -199,20 +241,21 @@ class PyEditor:
                 attempt += 1
 
     async def _serve(self, channel: _Channel) -> bool:
-        """One connection's Provider, until the socket closes; whether it synced."""
+        """One connection's Provider, until the socket closes; whether it synced. A connection
+        that has not synced within ``SYNC_TIMEOUT_S`` is dropped (pycrdt has no watchdog;
+        y-websocket drops one silent for 30 s)."""
         provider = Provider(self.doc, channel)
-        synced = False
         async with anyio.create_task_group() as tg:
             await tg.start(provider.start)
-
-            async def on_sync() -> None:
-                nonlocal synced
-                await provider.synced.wait()
-                synced = self.synced = self.ever_synced = True
+            with anyio.move_on_after(SYNC_TIMEOUT_S):
+                await _first(provider.synced, channel.closed)
+            synced = provider.synced.is_set()
+            if synced:
+                self.synced = self.ever_synced = True
                 self.history.write("synced")
-
-            tg.start_soon(on_sync)
-            await channel.closed.wait()
+                await channel.closed.wait()
+            elif not channel.closed.is_set():
+                channel.reason = f"not synced within {SYNC_TIMEOUT_S:g} s"
             tg.cancel_scope.cancel()
         return synced
 
@@ -250,7 +293,7 @@ class JsonClient:
         self.shared = list(shared)  # editors' files of this session: appended to
         self.history = history
         self.rng = random.Random(f"{seed}/{name}")
-        self.connected = self.synced = self.ever_synced = False
+        self.connected = self.synced = self.ever_synced = self.closed = False
         self.views: dict[str, str | None] = {}  # path → text last read (every path it touched)
         self.acked: dict[str, set[str]] = {}  # path → tokens of acknowledged operations
         self.own: list[str] = []  # files it created, acknowledged
@@ -262,7 +305,7 @@ class JsonClient:
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
         attempt = 0
-        while True:
+        while not self.closed:
             code: int | None = None
             reason = ""
             try:
@@ -314,7 +357,8 @@ class JsonClient:
                 self._replies.get_nowait()
             await ws.send(json.dumps(message))
             try:
-                return await asyncio.wait_for(self._replies.get(), REPLY_TIMEOUT_S)
+                async with asyncio.timeout(REPLY_TIMEOUT_S):
+                    return await self._replies.get()
             except TimeoutError:
                 await ws.close(1000, "no reply in time")
                 raise _NoReply(
@@ -335,12 +379,10 @@ class JsonClient:
             raise _NoReply(f"getFiles refused: {listed}")
         self.synced = self.ever_synced = True
         self.history.write("synced")
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), interval * (0.5 + self.rng.random()))
-            except TimeoutError:
+        while not (stop.is_set() or self.closed):
+            if not await set_within(stop, interval * (0.5 + self.rng.random())):
                 await self._operation()
-        while True:  # settling: keep the views fresh for the coordinator
+        while not self.closed:  # settling: keep the views fresh for the coordinator
             await self.refresh()
             await asyncio.sleep(0.5)
 
@@ -420,16 +462,21 @@ class JsonClient:
         return Status(self.name, self.connected, self.synced, missing, digests)
 
     async def final(self) -> Final:
+        """Every touched file read once more (within ``FINAL_READ_S``); a client that cannot
+        read them reports its last views and synced=False (so it counts as stuck)."""
+        synced = self.synced
         if self.connected:
             try:
-                await self.refresh()
-            except Exception as exc:  # its views stay as last read; it will show as stuck
+                async with asyncio.timeout(FINAL_READ_S):
+                    await self.refresh()
+            except Exception as exc:  # _NoReply, ConnectionClosed, TimeoutError
                 self.history.write("error", error=f"final read failed: {_describe(exc)}")
-        return Final(dict(self.views), self.connected, self.synced)
+                synced = False
+        return Final(dict(self.views), self.connected, synced and self.synced)
 
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(e) for e in exc.exceptions)
-    text = str(exc)
+        return "; ".join(_describe(e) for e in exc.exceptions)[:300]
+    text = str(exc)[:200]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

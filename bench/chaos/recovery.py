@@ -9,9 +9,11 @@ Definitions, all read from the clients' histories:
   workload stopped writing, its next ``synced``), and from the ``send`` of an operation whose
   ``ack`` took longer than ``stall_s`` to that ``ack`` (storage outages make acks wait without
   breaking the connection). Overlapping outages of one client are merged.
-- A fault **affects** a client when one of the client's outages overlaps the fault's window,
-  from its ``start`` to ``end`` + ``window_s`` (effects that show only after the heal, e.g. a
-  frozen worker that closes its clients when it runs again).
+- A fault **affects** a client when one of the client's outages overlaps the fault, from its
+  ``start`` to its ``end``, or begins within ``window_s`` after the ``end`` with no other fault
+  started in between (effects that show only after the heal, e.g. a frozen worker that closes
+  its clients when it runs again; an outage that begins after another fault started is that
+  one's).
 - A fault's **recovery** is from its ``end`` (the heal) to the end of the last outage of any
   client it affects, 0 when they were all editing again by the heal. A fault that affected no
   client has no recovery time and is left out of the figures; an outage still open at the end
@@ -94,6 +96,8 @@ def recovery(
 ) -> dict[str, Any]:
     """``clients``: name → (kind, events). Returns the figures and one row per fault."""
     out = {name: outages(kind, events, stall_s) for name, (kind, events) in clients.items()}
+    faults = list(faults)
+    starts = sorted(float(f["start"]) for f in faults)
     rows: list[dict[str, Any]] = []
     measured: list[float] = []
     for fault in faults:
@@ -103,7 +107,11 @@ def recovery(
         unrecovered: list[str] = []
         for name, spans in out.items():
             for o in spans:
-                if o.start > end + window_s or (o.end is not None and o.end < start):
+                if o.end is not None and o.end < start:
+                    continue
+                if o.start > end and (
+                    o.start > end + window_s or any(end < s <= o.start for s in starts)
+                ):
                     continue
                 until = run_end if o.end is None else o.end
                 affected[name] = max(affected.get(name, 0.0), max(0.0, until - end))

@@ -259,6 +259,20 @@ class TestRecovery:
         assert result["faults"][0]["affected"] == ["py0"]
         assert result["faults"][1]["recovery_s"] is None
 
+    def test_an_outage_after_the_heal_belongs_to_the_fault_that_started_since(self) -> None:
+        """Out at 11 s: within 5 s of the first fault's heal (10 s), but a second fault began
+        at 10.5 s, so it is the second's alone; one at 10.2 s is charged to both."""
+        late = [{"t": 11.0, "ev": "disconnected"}, {"t": 14.0, "ev": "synced"}]
+        early = [{"t": 10.2, "ev": "disconnected"}, {"t": 13.0, "ev": "synced"}]
+        faults = [
+            {"kind": "loss", "target": "client", "start": 5.0, "end": 10.0},
+            {"kind": "storage_restart", "target": "storage", "start": 10.5, "end": 12.0},
+        ]
+        result = recovery(faults, {"js0": ("yjs-js", late)}, run_end=60.0)
+        assert [row["recovery_s"] for row in result["faults"]] == [None, 2.0]
+        result = recovery(faults, {"js0": ("yjs-js", early)}, run_end=60.0)
+        assert [row["recovery_s"] for row in result["faults"]] == [3.0, 1.0]
+
     def test_a_json_client_is_back_at_its_next_acknowledgement(self) -> None:
         """Disconnected, rejoined (synced), and editing again only at the next ack; an ack that
         took longer than the stall bound is an outage too."""

@@ -106,7 +106,8 @@ def boundary(text: str, rng: random.Random) -> int:
 
 
 def backoff(attempt: int, rng: random.Random) -> float:
-    return min(BACKOFF_FIRST_S * 2**attempt, BACKOFF_MAX_S) * (0.5 + rng.random())
+    first: float = BACKOFF_FIRST_S * 2 ** min(attempt, 16)
+    return min(first, BACKOFF_MAX_S) * (0.5 + rng.random())
 
 
 def http_url(ws_url: str) -> str:
@@ -184,7 +185,7 @@ class PyEditor:
         self.name, self.session, self.path, self.router = name, session, path, router
         self.history = history
         self.rng = random.Random(f"{seed}/{name}")
-        self.doc: Doc = Doc()
+        self.doc: Doc[Any] = Doc()
         self.text = self.doc.get("content", type=Text)
         self.connected = self.synced = self.ever_synced = self.closed = False
         self.inserted: set[str] = set()
@@ -213,6 +214,7 @@ class PyEditor:
             while not self.closed:
                 code: int | None = None
                 reason = ""
+                ws: Any  # httpx-ws's session (its context manager is untyped)
                 try:
                     async with aconnect_ws(
                         url,

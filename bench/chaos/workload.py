@@ -18,7 +18,8 @@ synced          editors: sync step 2 received; JSON: joined and getFiles answere
 insert          path, token: an editor inserted a token into its local document
 send            req, op (create | update), path, token: a JSON file operation sent
 ack             req, op, path, token: its fileOperationSuccess (acknowledged means stored)
-error           req, op, path, token, error [, reason]: refused, or no answer (never retried)
+error           req, op, path, token, error [, reason]: refused, or no answer (never retried);
+                just error: a JSON client's last reads for its final state failed
 stop            the workload stopped writing new tokens (SIGUSR1)
 final           files {path: text | null}, connected, synced, settled
 ==============  ===============================================================================
@@ -27,9 +28,17 @@ Lifecycle: every client connects and syncs once → ``RUN_DIR/workload.ready``; 
 tokens per second per client until SIGUSR1; then no new tokens, and the workload waits (at most
 ``--settle-timeout``) until every client is connected and synced, sees every token it must
 (its own inserts; its acknowledged operations) and agrees with every other client of each file,
-the same for two checks in a row; then writes every ``final`` and exits 0 (``settled`` says
-whether that wait succeeded). SIGTERM (or the parent's death) aborts with exit 143 and no
-``final``. Exit 3: not every client synced within ``--ready-timeout``.
+the same for two checks in a row; then writes every ``final`` (within 25 s: editors' texts, JSON
+clients' fresh reads of every file they touched) and exits 0 (``settled`` says whether that
+wait succeeded). SIGTERM (or the parent's death) aborts with exit 143 and no ``final``. Exit 3:
+not every client synced within ``--ready-timeout``. Without SIGUSR1, ``--max-run`` stops it.
+
+Placement (``plan``): sessions ``chaos-{seed}-{k}``; editors two by two per session, JS and
+Python alternating and on alternating routers, on ``shared.txt`` (then ``notes/b.txt`` once
+every session has a pair); JSON clients round-robin over the sessions, appending to their
+session's editor files and creating (at most 8) files of their own under ``own/``. Client
+``js0``'s tokens are ``<js0-1>``, ``<js0-2>``, ...; the Node editors' stderr goes to
+``RUN_DIR/editors-node.log``.
 """
 
 from __future__ import annotations

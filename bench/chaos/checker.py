@@ -205,8 +205,14 @@ def check(
         for key in list(texts) + [k for k in stored if k not in texts]:
             texts.setdefault(key, {})[STORAGE] = stored.get(key)
 
+    # Each view's tokens, found once: a long run has many tokens and long texts.
+    found = {
+        key: {source: set(tokens(text or "")) for source, text in views.items()}
+        for key, views in texts.items()
+    }
+
     def absent_from(key: FileKey, token: str) -> list[str]:
-        return sorted(s for s, t in texts.get(key, {}).items() if t is None or token not in t)
+        return sorted(source for source, have in found.get(key, {}).items() if token not in have)
 
     # Acknowledged JSON operations and editors' inserts, checked against every final view.
     acked = lost = 0

@@ -26,7 +26,7 @@ class Server(uvicorn.Server):
 
 
 def uvicorn_config(app: ASGIApp) -> uvicorn.Config:
-    """uvicorn for an HTTP app served on a private socket (``contract.private_socket``), with
+    """uvicorn for an HTTP app served on a private socket (``contract.edge.private_socket``), with
     its lifespan: the program's public port and its WebSockets are its own."""
     return uvicorn.Config(
         app,

@@ -7,7 +7,7 @@ unchanged. Requests that are not WebSocket upgrades (health, metrics, admin) are
 router's own HTTP app. Errors seen by a client here are close frames with a reason; the router
 never lets one connection's failure escape into the rest.
 
-Authentication (``AUTH_SECRET``, see ``worker.auth``): the token in the head is checked before a
+Authentication (``AUTH_SECRET``, see ``contract.auth``): the token in the head is checked before a
 worker is chosen, the session against it on the Yjs path at once and on the JSON path at the
 join, so a refused client never reaches a worker. The head goes to the worker unchanged (token
 included), and the worker checks again.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -33,10 +33,14 @@ from contract import close_codes as codes
 from contract import json_protocol as jmsg
 from contract.admin_token import sending_token
 from contract.auth import Authenticator, AuthRefused, Grant
+from contract.edge.greeter import Greeter
+from contract.edge.heads import HeadError, http_answer
+from contract.edge.http_relay import HttpRelay
 from contract.routing import MISDIRECTED, ROUTER_HEADER, SESSION_HEADER, OwnerHint
 
-from . import frames, ring
-from .frames import FrameCursor, HandshakeError, Head
+from . import frames, handshake, ring
+from .frames import FrameCursor
+from .handshake import Answer, HandshakeError, Upgrade
 from .membership import Membership, WorkerInfo, describe_error
 from .metrics import RouterMetrics
 from .relay import Relay, Side
@@ -44,7 +48,6 @@ from .settings import RouterSettings
 
 log = structlog.get_logger("router.proxy")
 
-HEAD_TIMEOUT_S = 10.0
 # A worker answers the upgrade once it has claimed and loaded the session, which may wait for an
 # unreachable previous owner's lease to run out (worker/ownership.py): longer than a client's.
 UPSTREAM_HEAD_TIMEOUT_S = 30.0
@@ -59,7 +62,7 @@ class Refused(Exception):
         self.reason = reason
 
 
-def _refused_by(worker: WorkerInfo, response: Head) -> Refused:
+def _refused_by(worker: WorkerInfo, response: Answer) -> Refused:
     return Refused(
         codes.TRY_AGAIN,
         f"worker {worker.name} refused the connection (HTTP {response.status}); reconnect",
@@ -72,13 +75,14 @@ class Proxy:
         settings: RouterSettings,
         metrics: RouterMetrics,
         membership: Membership,
-        admin_http: Callable[[], Awaitable[tuple[asyncio.BaseTransport, Side]]] | None = None,
+        http: HttpRelay | None = None,
     ) -> None:
+        """``http``: where plain HTTP requests to the public port go (the router's own app)."""
         self.settings = settings
         self.metrics = metrics
         self.membership = membership
         self.auth = Authenticator(settings.auth_secret)
-        self.open_admin = admin_http
+        self.http_relay = http
         self.live: dict[str, set[Relay]] = {}
         self._gates: dict[str, asyncio.Event] = {}
         self._handoffs: set[tuple[str, str]] = set()
@@ -88,13 +92,21 @@ class Proxy:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def protocol_factory(self) -> Side:
-        side = Side()
-        side.on_made = self._accepted
-        return side
+    def protocol_factory(self) -> Greeter:
+        return Greeter(self)
 
-    def _accepted(self, side: Side) -> None:
-        self._spawn(self._handle(side), "route")
+    def websocket(self, transport: asyncio.Transport, head: bytes, rest: bytes) -> None:
+        """An upgrade, greeted (``contract.edge``): routed by a task of its own."""
+        client = Side.adopt(transport, head + rest)
+        self._spawn(self._handle(client, head), "route")
+
+    def plain_http(self, transport: asyncio.Transport, data: bytes) -> None:
+        """Plain HTTP: relayed as bytes to the router's own HTTP app."""
+        if self.http_relay is None:
+            transport.write(http_answer(404, "no HTTP endpoints here"))
+            transport.close()
+            return
+        self.http_relay.relay(transport, data)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -126,43 +138,32 @@ class Proxy:
 
     # --- routing ---------------------------------------------------------------------------
 
-    async def _handle(self, client: Side) -> None:
+    async def _handle(self, client: Side, head: bytes) -> None:
         try:
             try:
-                head = await self._read_head(client)
-            except HandshakeError as exc:
-                self.metrics.client_errors.labels("bad_request").inc()
-                client.write(frames.http_error(400, "Bad Request", str(exc)))
+                upgrade = handshake.read_upgrade(head)
+            except HeadError as exc:
+                label = "bad_handshake" if isinstance(exc, HandshakeError) else "bad_request"
+                self.metrics.client_errors.labels(label).inc()
+                client.write(http_answer(exc.status, str(exc)))
                 client.close()
                 return
-            if head is None:
-                return
-            if not head.is_websocket_upgrade:
-                await self._admin_request(client)
-                return
-            try:
-                frames.check_client_handshake(head)
-            except HandshakeError as exc:
-                self.metrics.client_errors.labels("bad_handshake").inc()
-                client.write(frames.http_error(400, "Bad Request", str(exc)))
-                client.close()
-                return
-            path = head.path
+            path = upgrade.path
             if path.startswith("/yjs/"):
                 session = unquote(path[5:]).partition("/")[0]
                 try:
-                    grant = self._authenticate(head)
+                    grant = self._authenticate(upgrade)
                     if grant is not None:
                         grant.check_session(session)
                 except AuthRefused as exc:
                     self._auth_refused(client, exc)
-                    self._refuse_handshake(client, head, Refused(exc.code, exc.reason))
+                    self._refuse_handshake(client, upgrade, Refused(exc.code, exc.reason))
                     return
-                await self._route_yjs(client, head, session)
+                await self._route_yjs(client, upgrade, session)
             elif path in ("/", "/ws"):
-                await self._route_json(client, head)
+                await self._route_json(client, upgrade)
             else:
-                self._refuse_handshake(client, head, Refused(codes.POLICY, "unknown path"))
+                self._refuse_handshake(client, upgrade, Refused(codes.POLICY, "unknown path"))
         except asyncio.CancelledError:
             client.abort()
             raise
@@ -174,41 +175,36 @@ class Proxy:
             log.exception("route_failed")
             client.abort()
 
-    async def _read_head(self, side: Side, *, response: bool = False) -> Head | None:
-        """The head at the start of ``side.buffer``; None if the peer left or took too long.
-
-        A malformed head raises HandshakeError and nothing is written here: a client is
-        answered 400 by the caller, a worker is never written to (its failure is ours).
-        """
-        deadline = time.monotonic() + (UPSTREAM_HEAD_TIMEOUT_S if response else HEAD_TIMEOUT_S)
-        while (head := frames.parse_head(side.buffer, response=response)) is None:
+    async def _read_answer(self, side: Side) -> Answer | None:
+        """The worker's answer at the start of ``side.buffer``; None if it left or took too
+        long. A malformed answer raises HeadError; nothing is written to the worker (the
+        failure is ours to report to the client)."""
+        deadline = time.monotonic() + UPSTREAM_HEAD_TIMEOUT_S
+        while (answer := handshake.read_answer(side.buffer)) is None:
             try:
                 await side.wait_data(deadline - time.monotonic())
             except (TimeoutError, ConnectionError):
                 side.close()
                 return None
-        return head
+        return answer
 
-    def _authenticate(self, head: Head) -> Grant | None:
-        return self.auth.authenticate(head.target.partition("?")[2], self._offered(head))
-
-    def _offered(self, head: Head) -> list[str]:
-        return frames.offered_subprotocols(head)
+    def _authenticate(self, upgrade: Upgrade) -> Grant | None:
+        return self.auth.authenticate(upgrade.query, upgrade.subprotocols)
 
     def _auth_refused(self, client: Side, exc: AuthRefused) -> None:
         # The reason names the cause (never the token itself), as the client is told.
         self.metrics.client_errors.labels(exc.label).inc()
         log.info("client_refused", code=exc.code, reason=exc.reason, peer=client.peer_ip)
 
-    def _refuse_handshake(self, client: Side, head: Head, refused: Refused) -> None:
+    def _refuse_handshake(self, client: Side, upgrade: Upgrade, refused: Refused) -> None:
         """Completes the client's handshake only to close it with a code and a reason.
 
-        ``client.buffer`` still starts with ``head``; what follows it are the client's frames.
+        ``client.buffer`` still starts with the upgrade's head; the client's frames follow it.
         """
-        key = frames.check_client_handshake(head)  # checked before routing
-        client.write(frames.switching_protocols(key, self.auth.subprotocol(self._offered(head))))
+        subprotocol = self.auth.subprotocol(upgrade.subprotocols)
+        client.write(handshake.switching_protocols(upgrade.key, subprotocol))
         client.write(frames.close_frame(refused.code, refused.reason))
-        del client.buffer[: head.size]
+        del client.buffer[: upgrade.size]
         client.linger()
 
     async def _owner(self, session: str) -> WorkerInfo:
@@ -251,12 +247,12 @@ class Proxy:
         self.metrics.upstream_errors.inc()
         log.error("upstream_failed", worker=worker.name, address=worker.address, error=error)
 
-    async def _upstream_head(self, upstream: Side, worker: WorkerInfo) -> Head:
+    async def _upstream_head(self, upstream: Side, worker: WorkerInfo) -> Answer:
         """The worker's answer to the upgrade sent to it; Refused (1013) if there is none."""
         try:
-            head = await self._read_head(upstream, response=True)
+            head = await self._read_answer(upstream)
             error = "no handshake response"
-        except HandshakeError as exc:
+        except HeadError as exc:
             head, error = None, f"malformed handshake response: {exc}"
         if head is None:
             upstream.close()
@@ -264,7 +260,7 @@ class Proxy:
             raise Refused(codes.TRY_AGAIN, f"worker {worker.name} did not answer; reconnect")
         return head
 
-    def _check_switch(self, upstream: Side, worker: WorkerInfo, head: Head, accept: str) -> None:
+    def _check_switch(self, upstream: Side, worker: WorkerInfo, head: Answer, accept: str) -> None:
         """A 101 checked as a client must (RFC 6455 §4.1); anything else is an upstream
         failure and Refused with 1013."""
         if head.status != 101:
@@ -272,7 +268,7 @@ class Proxy:
             self._upstream_failed(worker, f"handshake answered {head.first_line!r}")
             raise _refused_by(worker, head)
         try:
-            frames.check_upgrade_response(head, accept)
+            handshake.check_upgrade_response(head, accept)
         except HandshakeError as exc:
             upstream.close()
             self._upstream_failed(worker, str(exc))
@@ -282,7 +278,7 @@ class Proxy:
 
     async def _open_upstream(
         self, session: str, request_for: Callable[[WorkerInfo], tuple[bytes, str]]
-    ) -> tuple[Side, Head, WorkerInfo, WorkerInfo]:
+    ) -> tuple[Side, Answer, WorkerInfo, WorkerInfo]:
         """Connects to the session's owner: (the worker's side, its 101, the worker, the ring's
         proposal).
 
@@ -318,18 +314,19 @@ class Proxy:
             return upstream, head, worker, proposed
         raise Refused(codes.TRY_AGAIN, "the session's owner moved again; reconnect")
 
-    async def _route_yjs(self, client: Side, head: Head, session: str) -> None:
-        request = frames.with_header(client.buffer[: head.size], "X-Forwarded-For", client.peer_ip)
-        request = frames.with_header(request, ROUTER_HEADER, self.settings.router_id)
-        accept = frames.accept_key(frames.check_client_handshake(head))  # checked before routing
+    async def _route_yjs(self, client: Side, upgrade: Upgrade, session: str) -> None:
+        request = upgrade.forwarded(
+            (("X-Forwarded-For", client.peer_ip), (ROUTER_HEADER, self.settings.router_id))
+        )
+        accept = handshake.accept_key(upgrade.key)
         try:
             upstream, response, worker, proposed = await self._open_upstream(
                 session, lambda _: (request, accept)
             )
         except Refused as refused:
-            self._refuse_handshake(client, head, refused)
+            self._refuse_handshake(client, upgrade, refused)
             return
-        del client.buffer[: head.size]  # sent; what the client sent since follows it
+        del client.buffer[: upgrade.size]  # sent; what the client sent since follows it
         cursor = FrameCursor()
         cursor.feed(bytes(upstream.buffer[response.size :]))
         client.write(upstream.buffer)
@@ -338,12 +335,12 @@ class Proxy:
         relay.start(cursor)
         self._register(relay, worker, proposed)
 
-    async def _route_json(self, client: Side, head: Head) -> None:
-        key = frames.check_client_handshake(head)  # checked before routing
-        client.write(frames.switching_protocols(key, self.auth.subprotocol(self._offered(head))))
-        del client.buffer[: head.size]
+    async def _route_json(self, client: Side, upgrade: Upgrade) -> None:
+        subprotocol = self.auth.subprotocol(upgrade.subprotocols)
+        client.write(handshake.switching_protocols(upgrade.key, subprotocol))
+        del client.buffer[: upgrade.size]
         try:
-            grant = self._authenticate(head)
+            grant = self._authenticate(upgrade)
             session, user, join_frames = await self._read_join(client)
             if grant is not None:
                 grant.check_user(user)
@@ -353,12 +350,14 @@ class Proxy:
                 (ROUTER_HEADER, self.settings.router_id),
                 (SESSION_HEADER, session),  # the worker claims it before accepting
             )
-            for name in ("origin", "user-agent", "sec-websocket-protocol"):
-                if (value := head.header(name)) is not None:
-                    forwarded += ((name.title(), value),)
+            for name in ("Origin", "User-Agent"):
+                if (value := upgrade.header(name)) is not None:
+                    forwarded += ((name, value),)
+            if upgrade.subprotocols:
+                forwarded += (("Sec-WebSocket-Protocol", ", ".join(upgrade.subprotocols)),)
             upstream, response, worker, proposed = await self._open_upstream(
                 session,
-                lambda w: frames.upgrade_request(head.target, w.address, forwarded),
+                lambda w: handshake.upgrade_request(upgrade.target, w.address, forwarded),
             )
         except AuthRefused as exc:
             self._auth_refused(client, exc)
@@ -394,27 +393,29 @@ class Proxy:
         raw, payload = bytearray(), bytearray()
         while True:
             try:
-                frame = frames.parse_frame(client.buffer, limit)
+                found = frames.parse_client_frame(client.buffer, limit)
             except frames.FrameTooLarge as exc:
                 raise Refused(codes.TOO_BIG, str(exc)) from None
             except frames.ProtocolError as exc:
                 self.metrics.client_errors.labels("protocol_error").inc()
                 raise Refused(codes.PROTOCOL_ERROR, str(exc)) from None
-            if frame is None:
+            if found is None:
                 try:
                     await client.wait_data(deadline - time.monotonic())
                 except TimeoutError:
                     raise Refused(codes.POLICY, "no join message in time") from None
                 continue
-            wire = bytes(client.buffer[: frame.size])
-            del client.buffer[: frame.size]
+            frame, size = found
+            data = bytes(frame.data)
+            wire = bytes(client.buffer[:size])
+            del client.buffer[:size]
             if frame.opcode == frames.OP_PING:
-                client.write(frames.frame(frames.OP_PONG, frame.payload))
+                client.write(frames.frame(frames.OP_PONG, data))
                 continue
             if frame.opcode == frames.OP_PONG:
                 continue
             if frame.opcode == frames.OP_CLOSE:
-                client.write(frames.frame(frames.OP_CLOSE, frame.payload[:2]))
+                client.write(frames.frame(frames.OP_CLOSE, data[:2]))
                 raise Refused(codes.NORMAL, "closed by client")
             if (frame.opcode == frames.OP_CONT) != bool(raw):  # fragments in order (§5.4)
                 self.metrics.client_errors.labels("protocol_error").inc()
@@ -425,7 +426,7 @@ class Proxy:
                     else "continuation frame without a message to continue",
                 )
             raw += wire
-            payload += frame.payload
+            payload += data
             if len(payload) > limit:
                 raise Refused(codes.TOO_BIG, f"message exceeds the {limit}-byte limit")
             if not frame.fin:
@@ -446,20 +447,6 @@ class Proxy:
                 client.write(frames.text_frame(jmsg.error(exc.error, exc.reason)))
                 continue
             return session, user, message_frames
-
-    async def _admin_request(self, client: Side) -> None:
-        """A plain HTTP request: relayed as bytes to the router's own HTTP app."""
-        if self.open_admin is None:
-            client.write(frames.http_error(404, "Not Found", "no HTTP endpoints here"))
-            client.close()
-            return
-        _, upstream = await self.open_admin()
-        upstream.write(client.buffer)
-        client.buffer.clear()
-        client.partner, upstream.partner = upstream, client
-        client.on_lost, upstream.on_lost = upstream.close, client.close
-        if client.lost:
-            upstream.close()
 
     # --- live sessions and hand-off ------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import cast
 
 from contract import close_codes as codes
-from contract.relaying import RelayFlow
+from contract.edge.flow import RelayFlow
 
 from .frames import FrameCursor, close_frame
 
@@ -33,16 +33,22 @@ class Side(RelayFlow, asyncio.Protocol):
         self.after_data: Callable[[], None] | None = None
         self.on_lost: Callable[[], None] | None = None
         self.discard: Callable[[bytes], None] | None = None
-        self.on_made: Callable[[Side], None] | None = None
         self.lost = False
         self._waiter: asyncio.Future[None] | None = None
+
+    @classmethod
+    def adopt(cls, transport: asyncio.Transport, data: bytes) -> Side:
+        """A client connection taken over from the greeter (``data``: what it has read)."""
+        side = cls()
+        side.transport = transport
+        side.buffer += data
+        transport.set_protocol(side)
+        return side
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        if self.on_made is not None:
-            self.on_made(self)
 
     def data_received(self, data: bytes) -> None:
         partner = self.partner

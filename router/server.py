@@ -14,14 +14,14 @@ import structlog
 import uvicorn
 from anyio.abc import TaskStatus
 
-from contract.private_socket import PrivateSocket
+from contract.edge.http_relay import HttpRelay
+from contract.edge.private_socket import PrivateSocket
 from contract.server import Server
 
 from .http_app import create_http_app
 from .membership import Membership, Resolver, resolve_dns
 from .metrics import RouterMetrics
 from .proxy import Proxy
-from .relay import Side
 from .settings import RouterSettings
 
 log = structlog.get_logger("router")
@@ -54,11 +54,8 @@ async def run_router(
     metrics = RouterMetrics()
     membership = Membership(settings, metrics, resolve=resolve)
     private = PrivateSocket("collab-router")
-
-    async def open_http() -> tuple[asyncio.BaseTransport, Side]:
-        return await private.connect(Side)
-
-    proxy = Proxy(settings, metrics, membership, open_http)
+    http_relay = HttpRelay(private)
+    proxy = Proxy(settings, metrics, membership, http_relay)
     membership.on_change = proxy.ring_changed
     http_app = create_http_app(settings, metrics, membership, proxy)
     http_server = Server(
@@ -114,6 +111,7 @@ async def run_router(
                     http_server.should_exit = True
                     with anyio.move_on_after(3):
                         await http_done.wait()
+                    http_relay.abort()
                     tg.cancel_scope.cancel()
     finally:
         http_socket.close()

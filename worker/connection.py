@@ -41,6 +41,8 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from contract import close_codes as codes
+from contract.edge.heads import RepeatedHeader, single
+from contract.routing import ROUTER_HEADER, SESSION_HEADER
 
 from .client import Client, Payload
 
@@ -95,6 +97,8 @@ class Connection(Client, asyncio.Protocol):
         "limit",
         "on_overflow",
         "request",
+        "routed_by",
+        "routed_session",
         "transport",
         "ws",
     )
@@ -116,6 +120,10 @@ class Connection(Client, asyncio.Protocol):
         self.ws = ServerProtocol(max_size=max_message_bytes, logger=_LOGGER)
         self.request: Request | None = None  # the upgrade request, during the handshake
         self._response: Response | None = None  # the 101 it will be answered with
+        # What a router said in its internal headers (contract.routing): its id, and on the
+        # JSON protocol the session it read from the join.
+        self.routed_by: str | None = None
+        self.routed_session: str | None = None
         self._phase = Phase.HANDSHAKE
         self._early = bytearray()
         self._handler: Handler | None = None
@@ -152,6 +160,12 @@ class Connection(Client, asyncio.Protocol):
             self._flush()
             self._give_up()
             return None
+        try:
+            self.routed_by = single(request.headers, ROUTER_HEADER)
+            self.routed_session = single(request.headers, SESSION_HEADER)
+        except RepeatedHeader as exc:
+            self.deny(HTTPStatus.BAD_REQUEST, [], str(exc))
+            return None
         self.request = request
         self._response = response
         self._early += rest
@@ -178,10 +192,6 @@ class Connection(Client, asyncio.Protocol):
             for token in value.split(",")
             if token.strip()
         ]
-
-    def header(self, name: str) -> str | None:
-        assert self.request is not None
-        return self.request.headers.get(name)
 
     def accept(self, subprotocol: str | None = None) -> bool:
         """Completes the handshake (selecting ``subprotocol``); False if the peer is gone."""
@@ -414,11 +424,6 @@ class Connection(Client, asyncio.Protocol):
         for chunk in ws.data_to_send():
             transport.write(chunk)
         return True
-
-    @property
-    def _buffered(self) -> int:
-        """Bytes sent but not yet taken by the peer's socket (what ``limit`` bounds)."""
-        return 0 if self._lost else self.transport.get_write_buffer_size()
 
     def close(self, code: int, reason: str, *, discard: bool = False) -> None:
         if self.closing:

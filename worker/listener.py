@@ -1,11 +1,12 @@
 """The worker's public port: WebSockets are served here, plain HTTP goes to the app.
 
-Each new connection is read until the end of its HTTP head. A WebSocket upgrade becomes a
-``Connection`` of this listener (``worker.connection``) and is handed to its endpoint by path;
-anything else is relayed, as bytes, to the Starlette app that uvicorn serves on a private Unix
-socket (``worker.http_relay``), the same way the router passes its own HTTP requests on. The
-listener also keeps what every connection shares: the tasks of their handshakes and joins, the
-keep-alive pings, and the order in which they are closed when the worker stops.
+Each new connection is greeted by the shared edge (``contract.edge``: the head read within its
+size limit and deadline). A WebSocket upgrade becomes a ``Connection`` of this listener
+(``worker.connection``) and is handed to its endpoint by path; anything else is relayed, as
+bytes, to the Starlette app that uvicorn serves on a private Unix socket, as the router does
+with its own HTTP requests. The listener also keeps what every connection shares: the tasks of
+their handshakes and joins, the keep-alive pings, and the order in which they are closed when
+the worker stops.
 """
 
 from __future__ import annotations
@@ -13,88 +14,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Coroutine
-from typing import Any, cast
+from typing import Any
 
 import structlog
 
-from contract.private_socket import PrivateSocket
+from contract.edge.greeter import Greeter
+from contract.edge.http_relay import HttpRelay
+from contract.edge.private_socket import PrivateSocket
 
 from .connection import Connection
 from .endpoints.json_socket import open_json
 from .endpoints.refusals import deny_unknown_path
 from .endpoints.worker_state import WorkerState
 from .endpoints.yjs_socket import open_yjs
-from .http_relay import relay_http
 
 log = structlog.get_logger("worker.listener")
 
-HEAD_TIMEOUT_S = 10.0  # a connection that has not sent a whole HTTP head by then is closed
-MAX_HEAD_BYTES = 64 * 1024
 # Keep-alive as uvicorn did it: a ping every 20 s; no pong by the next one closes with 1011.
 # Connections are spread over one slot per second, so pings never come in one burst.
 PING_INTERVAL_S = 20
 CLOSE_WAIT_S = 2.0  # at stop, for the peers' answers to our close frames
-_HEAD_TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 22\r\nConnection: close\r\n\r\nrequest head too large"
-)
-
-
-def is_websocket_upgrade(head: bytes) -> bool:
-    """What uvicorn checked: ``Upgrade: websocket`` and an ``upgrade`` token in ``Connection``."""
-    lowered = head.lower()
-    if b"websocket" not in lowered:
-        return False
-    upgrade, connection = b"", b""
-    for line in lowered.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip()
-        if name == b"upgrade":
-            upgrade = value.strip()
-        elif name == b"connection":
-            connection = value
-    return upgrade == b"websocket" and b"upgrade" in (t.strip() for t in connection.split(b","))
-
-
-class Greeter(asyncio.Protocol):
-    """A new connection until its head is read; then a WebSocket or an HTTP relay."""
-
-    __slots__ = ("_buffer", "_listener", "_timer", "_transport")
-
-    def __init__(self, listener: Listener) -> None:
-        self._listener = listener
-        self._buffer = bytearray()
-        self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(HEAD_TIMEOUT_S, self._transport.close)
-
-    def data_received(self, data: bytes) -> None:
-        transport = self._transport
-        assert transport is not None
-        buffer = self._buffer
-        buffer += data
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buffer) > MAX_HEAD_BYTES:
-                transport.write(_HEAD_TOO_LARGE)
-                transport.close()
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        head = bytes(buffer[: end + 4])
-        if is_websocket_upgrade(head):
-            self._listener.open_websocket(transport, head, bytes(buffer[end + 4 :]))
-        else:
-            self._listener.relay_http(transport, bytes(buffer))
-        buffer.clear()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
 
 
 class Listener:
@@ -103,7 +42,7 @@ class Listener:
         self.private = private
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
-        self.relays: set[asyncio.Transport] = set()
+        self.relay = HttpRelay(private)
         self._slots: list[set[Connection]] = [set() for _ in range(PING_INTERVAL_S)]
         self._next_slot = 0
         self._tick = 0
@@ -118,7 +57,7 @@ class Listener:
 
     # --- WebSockets --------------------------------------------------------------------------
 
-    def open_websocket(self, transport: asyncio.Transport, head: bytes, rest: bytes) -> None:
+    def websocket(self, transport: asyncio.Transport, head: bytes, rest: bytes) -> None:
         settings = self.state.settings
         conn = Connection(
             self,
@@ -173,14 +112,8 @@ class Listener:
             conn.keepalive()
         self._ticker = asyncio.get_running_loop().call_later(1.0, self._keepalive)
 
-    # --- HTTP --------------------------------------------------------------------------------
-
-    def relay_http(self, transport: asyncio.Transport, data: bytes) -> None:
-        self.relays.add(transport)
-        relay_http(self, transport, data)
-
-    def relay_ended(self, transport: asyncio.Transport) -> None:
-        self.relays.discard(transport)
+    def plain_http(self, transport: asyncio.Transport, data: bytes) -> None:
+        self.relay.relay(transport, data)
 
     # --- stopping ----------------------------------------------------------------------------
 
@@ -208,5 +141,4 @@ class Listener:
         """The last step: whatever is left (peers that never answered our close) is cut."""
         for conn in list(self.connections):
             conn.abort()
-        for transport in list(self.relays):
-            transport.abort()
+        self.relay.abort()

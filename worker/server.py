@@ -1,7 +1,7 @@
 """The worker's process lifecycle: its HTTP app on uvicorn, its public port on our protocols.
 
 uvicorn serves the Starlette app (health, metrics, admin, peer and HTTP API routes) and runs
-its lifespan, on a private Unix socket (``contract.private_socket``). The public port is a
+its lifespan, on a private Unix socket (``contract.edge.private_socket``). The public port is a
 ``worker.listener.Listener``: WebSockets are served there directly, HTTP requests are relayed to
 uvicorn. Start: the lifespan first (the session manager, the lease), then the public port.
 Stop, after the drain that SIGTERM runs first (``contract.server.serve``): the public port
@@ -15,7 +15,7 @@ import asyncio
 
 from starlette.applications import Starlette
 
-from contract.private_socket import PrivateSocket
+from contract.edge.private_socket import PrivateSocket
 from contract.server import Server, uvicorn_config
 
 from .endpoints.worker_state import WorkerState

@@ -1,6 +1,7 @@
 """Flow control for a byte relay between two asyncio protocols (the router's client/worker relay,
-the worker's public-port/HTTP-app relay): when one side's socket cannot take more, the other
-side is not read until it can, so a slow reader never makes the relay buffer without bound."""
+the public port's HTTP relay of both programs): when one side's socket cannot take more, the
+other side is not read until it can, so a slow reader never makes the relay buffer without
+bound."""
 
 from __future__ import annotations
 

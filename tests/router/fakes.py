@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from router import frames
+from router import frames, handshake
 from router.server import Router, run_router
 from router.settings import RouterSettings
 from tests.support import wait_until
@@ -36,7 +36,7 @@ def request_key(head: bytes) -> str:
 
 def accept(head: bytes) -> bytes:
     """What a worker answers: a 101 for the key it was sent."""
-    return frames.switching_protocols(request_key(head))
+    return handshake.switching_protocols(request_key(head))
 
 
 @dataclass
@@ -146,7 +146,7 @@ class RawClient:
             )
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             assert head.startswith(b"HTTP/1.1 101 "), head
-            assert f"Sec-WebSocket-Accept: {frames.accept_key(cls.KEY)}".encode() in head
+            assert f"Sec-WebSocket-Accept: {handshake.accept_key(cls.KEY)}".encode() in head
             yield cls(reader, writer)
         finally:
             writer.close()
@@ -194,12 +194,12 @@ def client_errors(router: Router, reason: str) -> float:
 
 
 def wrong_accept(head: bytes) -> bytes:
-    return frames.switching_protocols("AAAAAAAAAAAAAAAAAAAAAA==")  # a valid 101 for another key
+    return handshake.switching_protocols("AAAAAAAAAAAAAAAAAAAAAA==")  # a valid 101 for another key
 
 
 def without(header: str) -> Answer:
     def answer(head: bytes) -> bytes:
-        lines = frames.switching_protocols(request_key(head)).split(b"\r\n")
+        lines = handshake.switching_protocols(request_key(head)).split(b"\r\n")
         return b"\r\n".join(line for line in lines if not line.startswith(header.encode()))
 
     return answer

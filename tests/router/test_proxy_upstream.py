@@ -12,7 +12,7 @@ import asyncio
 import pytest
 import structlog
 
-from router import frames
+from router import frames, handshake
 from tests.router.fakes import (
     JOIN,
     Answer,
@@ -89,7 +89,8 @@ class TestWorkerHandshake:
         """The worker's first frame may arrive with its 101, and the 101 in pieces."""
 
         def slow(head: bytes) -> list[bytes]:
-            wire = frames.switching_protocols(request_key(head)) + frames.text_frame('{"type":1}')
+            wire = handshake.switching_protocols(request_key(head))
+            wire += frames.text_frame('{"type":1}')
             return [wire[:10], wire[10:-3], wire[-3:]]
 
         async with FakeWorker("w-0", slow) as worker, routing(worker) as router:

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from websockets.frames import Frame, Opcode
+
 from router import frames
 from router.relay import Relay, Side
 
@@ -39,7 +41,7 @@ async def wired() -> AsyncIterator[Wires]:
         worker_side.abort()
 
 
-async def read_frame(reader: asyncio.StreamReader) -> frames.Frame:
+async def read_frame(reader: asyncio.StreamReader) -> Frame:
     """Exactly one unmasked (server) frame off the stream; what follows stays in the reader."""
     head = await asyncio.wait_for(reader.readexactly(2), 5)
     assert not head[1] & 0x80, "frames towards a client are never masked"
@@ -49,7 +51,7 @@ async def read_frame(reader: asyncio.StreamReader) -> frames.Frame:
     if extra:
         n = int.from_bytes(head[2:], "big")
     payload = await asyncio.wait_for(reader.readexactly(n), 5)
-    return frames.Frame(bool(head[0] & 0x80), head[0] & 0x0F, payload, len(head) + n)
+    return Frame(Opcode(head[0] & 0x0F), payload, bool(head[0] & 0x80))
 
 
 class TestRelay:
@@ -70,11 +72,11 @@ class TestRelay:
             w.relay.close(1012, "session moved to worker w-1; reconnect")
             w.worker[1].write(message[5000:])
             first = await read_frame(w.client[0])
-            assert first.payload == b"x" * 10_000
+            assert first.data == b"x" * 10_000
             close = await read_frame(w.client[0])
             assert close.opcode == frames.OP_CLOSE
-            assert int.from_bytes(close.payload[:2], "big") == 1012
-            assert close.payload[2:] == b"session moved to worker w-1; reconnect"
+            assert int.from_bytes(close.data[:2], "big") == 1012
+            assert close.data[2:] == b"session moved to worker w-1; reconnect"
             # The worker's connection is let go once the client has been told.
             assert await asyncio.wait_for(w.worker[0].read(), 5) == b""
 
@@ -83,10 +85,10 @@ class TestRelay:
             w.worker[1].write(frames.frame(frames.OP_BINARY, b"last"))
             await asyncio.sleep(0.05)
             w.worker[1].transport.abort()
-            assert (await read_frame(w.client[0])).payload == b"last"
+            assert (await read_frame(w.client[0])).data == b"last"
             close = await read_frame(w.client[0])
-            assert int.from_bytes(close.payload[:2], "big") == 1012
-            assert b"went away" in close.payload
+            assert int.from_bytes(close.data[:2], "big") == 1012
+            assert b"went away" in close.data
 
     async def test_the_clients_close_reply_ends_the_linger(self) -> None:
         async with wired() as w:

@@ -128,10 +128,11 @@ class TestRouterEdges:
         self, tmp_path: Path
     ) -> None:
         async with pool(tmp_path, 1) as p:
+            upgrade = b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
             for raw in (
-                b"\x16\x03\x01 not http at all\r\n\r\n",
-                b"GET /yjs/s HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-                b"GET / HTTP/1.1\r\nbroken header\r\n\r\n",
+                b"\x16\x03\x01 not http at all\r\n\r\n",  # plain HTTP: the router's app says 400
+                b"GET /yjs/s HTTP/1.1\r\n" + upgrade + b"\r\n",  # no key: bad_handshake
+                b"GET / HTTP/1.1\r\n" + upgrade + b"broken header\r\n\r\n",  # bad_request
             ):
                 reader, writer = await asyncio.open_connection("127.0.0.1", p.router.port)
                 writer.write(raw)

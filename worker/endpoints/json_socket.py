@@ -54,7 +54,7 @@ async def open_json(state: WorkerState, conn: Connection) -> None:
         refuse(conn, subprotocol, refused.code, refused.reason, jmsg.auth_error(refused))
         return
     routed_to: Session | None = None
-    if (routed_id := conn.header(SESSION_HEADER)) is not None:
+    if (routed_id := conn.routed_session) is not None:
         try:
             routed_id = validate_session_id(routed_id)
             if grant is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from contract import close_codes as codes
-from contract.routing import MISDIRECTED, ROUTER_HEADER, OwnerHint
+from contract.routing import MISDIRECTED, OwnerHint
 
 from ..connection import Connection
 from ..ownership import NotOwner
@@ -29,7 +29,7 @@ def refuse(
 
 def routed(conn: Connection) -> bool:
     """True when a router opened this connection (it can follow a 421 to the owner)."""
-    return conn.header(ROUTER_HEADER) is not None
+    return conn.routed_by is not None
 
 
 def refuse_not_owner(

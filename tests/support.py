@@ -76,11 +76,11 @@ class RunningWorker:
 
 @asynccontextmanager
 async def run_worker(
-    settings: Settings, store: Store | None = None
+    settings: Settings, open_store: Callable[[], Store] | None = None
 ) -> AsyncIterator[RunningWorker]:
     """A real worker on a free loopback port, in this event loop (``python -m worker`` without
     its signal handling)."""
-    app = create_app(settings, store)
+    app = create_app(settings, open_store)
     server = WorkerServer(app, settings)
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 10

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support import (
     JsonClient,
@@ -29,6 +30,33 @@ def segment_keys(root: Path, session: str) -> list[str]:
         for p in base.rglob("*")
         if p.is_file() and not p.name.startswith(".tmp-")
     )
+
+
+class TestStores:
+    async def test_a_store_that_fails_to_close_keeps_no_other_store_open(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Each store the worker opened is closed at stop even when closing another fails
+        (both fail here, so whichever is closed first fails first); the failure is logged."""
+        attempted: list[int] = []
+
+        class FailingToClose(LocalStore):
+            def __init__(self, number: int) -> None:
+                super().__init__(tmp_path / "storage")
+                self.number = number
+
+            async def aclose(self) -> None:
+                attempted.append(self.number)
+                raise OSError(f"store {self.number}: disk went away")
+
+        opened = iter(range(2))
+        settings = settings_for(StorageSettings(storage_dir=tmp_path / "storage"))
+        async with run_worker(settings, lambda: FailingToClose(next(opened))) as worker:
+            async with JsonClient.connect(worker.url) as c:
+                await c.join("s-close", "u")
+        assert sorted(attempted) == [0, 1]
+        logged = capsys.readouterr().out
+        assert logged.count("store_close_failed") == 2 and "worker_stopped" in logged
 
 
 class TestInProcess:

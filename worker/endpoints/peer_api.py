@@ -17,11 +17,11 @@ from starlette.routing import Route
 from contract.ids import validate_session_id
 
 from ..peers import RELEASE_IDLE
-from .worker_state import WorkerState
+from .worker_state import state_of
 
 
 async def peer_session(request: Request) -> Response:
-    state: WorkerState = request.app.state.worker
+    state = state_of(request)
     try:
         session_id = validate_session_id(request.path_params["session"])
     except ValueError as exc:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from starlette.requests import Request
+
 from contract.auth import Authenticator
 
 from ..manager import SessionManager
@@ -18,6 +20,7 @@ class WorkerState:
     metrics: WorkerMetrics
     store: SessionStore
     manager: SessionManager
+    started: float  # the app's start (monotonic), for the uptime in the status
     ready: bool = False
     # Derived from settings, so that the lifespan that builds this state need not know of it.
     auth: Authenticator = field(init=False)
@@ -50,3 +53,9 @@ class WorkerState:
             "unflushedBytes": unflushed,
             "unflushedAgeSeconds": round(age, 3),
         }
+
+
+def state_of(request: Request) -> WorkerState:
+    """The worker state of the app serving ``request`` (set by the app's lifespan)."""
+    state: WorkerState = request.app.state.worker
+    return state

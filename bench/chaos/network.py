@@ -5,12 +5,15 @@ share of them; heal everything), so faults and the schedule do not know which on
 
 Namespaces (``NamespaceNetwork``):
 
-- a cut is one nftables table per fault (``inet chaos_{fault}``) in each affected namespace,
+- a cut is one nftables table per fault (``netdev chaos_{fault}``) in each affected namespace,
   dropping, never rejecting (a REJECT answers "connection refused", which reads as *gone*: the
-  owner's sessions would be taken over at once instead of after its lease);
-  a→b is dropped twice, on a's output and on b's input, so it holds even if one rule is missed;
-- loss is a table ``inet chaos_loss`` in the host: ``numgen random`` drops that share of what
-  leaves its ``eth0``;
+  owner's sessions would be taken over at once instead of after its lease). a→b is dropped at
+  b's ``eth0`` ingress and, where the kernel has the egress hook (5.16+), at a's ``eth0``
+  egress too. Both are at the device, below the IP stack, as a switch would drop: a drop in the
+  ``output`` hook would instead fail the sender's own ``sendto`` with EPERM, a local error no
+  real partition causes;
+- loss is a table ``netdev chaos_loss`` in the host: ``numgen random`` drops that share of what
+  leaves its ``eth0`` (of what arrives there, on a kernel without the egress hook);
 - delay is ``tc netem`` on the host's ``eth0`` where the kernel has it, else the user-space
   delay line (delayline.py): either way the host's sends wait.
 """
@@ -59,6 +62,7 @@ class NamespaceNetwork:
         self._cuts: dict[str, tuple[str, ...]] = {}
         self._lines: dict[str, DelayLine] = {}
         self._netem: bool | None = None
+        self._egress: bool | None = None
         self._lock = asyncio.Lock()
 
     def paths(self) -> tuple[tuple[str, str], ...]:
@@ -69,21 +73,26 @@ class NamespaceNetwork:
 
     async def cut(self, fault: str, a: str, b: str, *, oneway: bool) -> dict[str, Any]:
         flows = [(a, b)] if oneway else [(a, b), (b, a)]
-        table = f"chaos_{fault}"
+        egress = await self._has_egress()
         for host in (a, b):
             rules = []
             for src, dst in flows:
-                if host == src:
-                    rules.append(("output", f"ip daddr {self.ns.address(dst)} drop"))
                 if host == dst:
-                    rules.append(("input", f"ip saddr {self.ns.address(src)} drop"))
-            await _run([*self._nft(host), "-f", "-"], _table(table, rules))
+                    rules.append(("ingress", f"ip saddr {self.ns.address(src)} drop"))
+                if host == src and egress:
+                    rules.append(("egress", f"ip daddr {self.ns.address(dst)} drop"))
+            await _run([*self._nft(host), "-f", "-"], _table(f"chaos_{fault}", rules))
         self._cuts[fault] = (a, b)
-        return {"rules": "nftables drop", "flows": [f"{s}->{d}" for s, d in flows]}
+        return {
+            "rules": "nftables netdev drop" + (" (ingress and egress)" if egress else ""),
+            "flows": [f"{s}->{d}" for s, d in flows],
+        }
 
     async def uncut(self, fault: str) -> None:
         for host in self._cuts.pop(fault, ()):
-            await _run([*self._nft(host), "delete", "table", "inet", f"chaos_{fault}"], check=False)
+            await _run(
+                [*self._nft(host), "delete", "table", "netdev", f"chaos_{fault}"], check=False
+            )
 
     async def delay(self, host: str, delay_s: float, jitter_s: float) -> dict[str, Any]:
         async with self._lock:
@@ -114,12 +123,15 @@ class NamespaceNetwork:
                 )
 
     async def lose(self, host: str, share: float) -> dict[str, Any]:
-        rule = f'oifname "eth0" numgen random mod 10000 < {round(share * 10000)} drop'
-        await _run([*self._nft(host), "-f", "-"], _table("chaos_loss", [("output", rule)]))
-        return {"rules": "nftables numgen drop"}
+        hook = "egress" if await self._has_egress() else "ingress"
+        rule = f"numgen random mod 10000 < {round(share * 10000)} drop"
+        await _run([*self._nft(host), "-f", "-"], _table("chaos_loss", [(hook, rule)]))
+        return {
+            "rules": f"nftables netdev numgen drop ({'sent' if hook == 'egress' else 'received'})"
+        }
 
     async def unlose(self, host: str) -> None:
-        await _run([*self._nft(host), "delete", "table", "inet", "chaos_loss"], check=False)
+        await _run([*self._nft(host), "delete", "table", "netdev", "chaos_loss"], check=False)
 
     async def heal_all(self) -> None:
         for host in list(self._lines):
@@ -127,13 +139,25 @@ class NamespaceNetwork:
         self._cuts.clear()
         for host in self.ns.hosts:
             listing = await _run([*self._nft(host), "list", "tables"], check=False)
-            for table in re.findall(r"^table inet (chaos_\w+)$", listing, re.MULTILINE):
-                await _run([*self._nft(host), "delete", "table", "inet", table], check=False)
+            for family, table in re.findall(r"^table (\w+) (chaos_\w+)$", listing, re.MULTILINE):
+                await _run([*self._nft(host), "delete", "table", family, table], check=False)
             if self._netem:
                 await _run(
                     [*self.ns.exec_prefix(host), "tc", "qdisc", "del", "dev", "eth0", "root"],
                     check=False,
                 )
+
+    async def _has_egress(self) -> bool:
+        """Whether nftables has the netdev egress hook here (Linux 5.16+), asked once."""
+        if self._egress is None:
+            nft = self._nft(self.ns.hosts[-1])
+            try:
+                await _run([*nft, "-f", "-"], _table("chaos_probe", [("egress", "counter")]))
+                self._egress = True
+            except HostError:
+                self._egress = False
+            await _run([*nft, "delete", "table", "netdev", "chaos_probe"], check=False)
+        return self._egress
 
     async def _has_netem(self) -> bool:
         """Whether this kernel has ``sch_netem`` (asked once, on the client host's loopback)."""
@@ -149,19 +173,21 @@ class NamespaceNetwork:
 
 
 def _table(name: str, rules: list[tuple[str, str]]) -> str:
-    """An nftables script that replaces table ``inet name`` (add + delete makes it idempotent)."""
+    """An nftables script that replaces table ``netdev name``, its chains hooked to ``eth0``
+    (add + delete first makes it idempotent)."""
     chains = []
-    for hook in ("output", "input"):
+    for hook in ("ingress", "egress"):
         mine = [rule for chain, rule in rules if chain == hook]
         if mine:
             body = "\n".join(f"    {rule}" for rule in mine)
             chains.append(
                 f"  chain {hook} {{\n"
-                f"    type filter hook {hook} priority -10; policy accept;\n{body}\n  }}"
+                f'    type filter hook {hook} device "eth0" priority -10; policy accept;\n'
+                f"{body}\n  }}"
             )
     return (
-        f"add table inet {name}\ndelete table inet {name}\n"
-        f"table inet {name} {{\n" + "\n".join(chains) + "\n}\n"
+        f"add table netdev {name}\ndelete table netdev {name}\n"
+        f"table netdev {name} {{\n" + "\n".join(chains) + "\n}\n"
     )
 
 

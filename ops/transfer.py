@@ -19,11 +19,9 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from pycrdt import Doc, Map, Text
 
 from contract.paths import PathRefused, check_path
-from worker import git_objects as committer
-from worker.session import FILES, INDEX_DOC
+from worker import doc_schema, git_objects
 from worker.storage import SessionMeta, SessionStore
 
 Progress = Callable[[str, int, int], None]
@@ -85,38 +83,26 @@ async def import_dir(
             f"session {session_id!r} already exists in storage; import under a new id"
         )
     paths = await anyio.to_thread.run_sync(_walk, source)
-    updates: list[tuple[str, bytes]] = []
-    index: Doc[Any] = Doc()
-    listing = index.get(FILES, type=Map)
-    texts = binaries = total = 0
+    texts: dict[str, str] = {}
+    binaries: dict[str, dict[str, Any]] = {}
+    total = 0
     now = int(time.time() * 1000)
     for done, path in enumerate(paths, 1):
         data = await anyio.to_thread.run_sync((source / path).read_bytes)
         total += len(data)
         if is_text(data):
-            doc: Doc[Any] = Doc()
-            doc.get("content", type=Text).insert(0, data.decode("utf-8"))
-            updates.append((path, doc.get_update()))
-            listing[path] = {"type": "text", "created": now, "by": USER}
-            texts += 1
+            texts[path] = data.decode("utf-8")
         else:
             digest = await store.put_blob(session_id, data)
-            listing[path] = {
-                "type": "binary",
-                "sha256": digest,
-                "size": len(data),
-                "created": now,
-                "by": USER,
-            }
-            binaries += 1
+            binaries[path] = doc_schema.binary_entry(digest, len(data), USER, now)
         if done % 100 == 0 or done == len(paths):
             progress("files", done, len(paths))
-    updates.append((INDEX_DOC, index.get_update()))
-    git_objects, head = 0, None
+    updates = doc_schema.new_documents(texts, binaries, USER, now)
+    objects, head = 0, None
     git_dir = source / ".git"
     if git_dir.is_dir():
         progress("git history", 0, 1)
-        pack, head, git_objects = await anyio.to_thread.run_sync(committer.pack_repository, git_dir)
+        pack, head, objects = await anyio.to_thread.run_sync(git_objects.pack_repository, git_dir)
         await store.append_pack(session_id, pack)
         progress("git history", 1, 1)
     # Documents first, then the ref, then the metadata that makes it a git session.
@@ -127,7 +113,7 @@ async def import_dir(
     await store.append_log(
         session_id, [{"op": "import", "userId": USER, "bytes": total, "files": len(paths)}]
     )
-    return Transferred(texts, binaries, total, git_objects, head)
+    return Transferred(len(texts), len(binaries), total, objects, head)
 
 
 def _usable_destination(dest: Path) -> bool:
@@ -142,32 +128,21 @@ async def export_dir(
     if not await store.session_exists(session_id):
         raise TransferError(f"no session {session_id!r} in storage")
     loaded = await store.load(session_id)
-    index: Doc[Any] = Doc()
-    if INDEX_DOC in loaded.docs:
-        index.apply_update(loaded.docs[INDEX_DOC])
-    entries = {path: entry for path, entry in index.get(FILES, type=Map).items()}
-    files: dict[str, bytes] = {}
-    binaries = 0
-    for done, (path, entry) in enumerate(sorted(entries.items()), 1):
-        if isinstance(entry, dict) and entry.get("type") == "binary":
-            files[path] = await store.get_blob(session_id, str(entry.get("sha256")))
-            binaries += 1
-        else:
-            doc: Doc[Any] = Doc()
-            if path in loaded.docs:
-                doc.apply_update(loaded.docs[path])
-            files[path] = str(doc.get("content", type=Text)).encode()
-        if done % 100 == 0 or done == len(entries):
-            progress("files", done, len(entries))
+    texts, binaries = doc_schema.stored_files(loaded.docs)
+    files = {path: text.encode() for path, text in texts.items()}
+    for done, (path, entry) in enumerate(sorted(binaries.items()), 1):
+        files[path] = await store.get_blob(session_id, str(entry.get("sha256")))
+        progress("binary files", done, len(binaries))
+    progress("files", len(files), len(files))
     await anyio.to_thread.run_sync(lambda: dest.mkdir(parents=True, exist_ok=True))
     ref = await store.read_ref(session_id)
-    git_objects = 0
+    objects = 0
     if ref is not None:
         packs = [await store.get_pack(key) for key in await store.list_packs(session_id)]
         progress("git history", 0, 1)
-        await anyio.to_thread.run_sync(committer.checkout, dest, packs, ref.sha, files)
+        await anyio.to_thread.run_sync(git_objects.checkout, dest, packs, ref.sha, files)
         progress("git history", 1, 1)
-        git_objects = len(packs)
+        objects = len(packs)
     else:
 
         def write() -> None:
@@ -177,4 +152,4 @@ async def export_dir(
 
         await anyio.to_thread.run_sync(write)
     total = sum(len(d) for d in files.values())
-    return Transferred(len(files) - binaries, binaries, total, git_objects, ref[0] if ref else None)
+    return Transferred(len(texts), len(binaries), total, objects, ref[0] if ref else None)

@@ -14,11 +14,15 @@ commits keep failing does not retry every cooldown forever.
 from __future__ import annotations
 
 import asyncio
+import secrets
+import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
+from pathlib import Path
 from typing import Any
 
+import anyio
 import structlog
 
 from contract.timefmt import iso_time
@@ -35,6 +39,26 @@ log = structlog.get_logger("worker.autocommit")
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], object]
 
 MAX_BACKOFF_S = 3600.0
+
+
+def no_history(session_id: str) -> str:
+    """Why a session without git history is not committed on demand (admin API, HTTP API)."""
+    return (
+        f"session {session_id} has no git history; nothing is committed (a session has history"
+        " when it is created with POST /api/sessions, the start page's Create, or imported with"
+        " collab import)"
+    )
+
+
+def _remove_tree(path: Path) -> None:
+    """Renamed first, then removed: a cache made again at once for the same session (its
+    client came straight back) never meets a half-removed tree."""
+    gone = path.with_name(f".removing-{path.name}-{secrets.token_hex(4)}")
+    try:
+        path.rename(gone)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 class _Failures:
@@ -62,6 +86,16 @@ class AutoCommitter:
         self._locks.pop(session_id, None)
         self._failures.pop(session_id, None)
 
+    async def drop_cache(self, session_id: str) -> None:
+        """The session left this worker: its local git cache goes (the history is in
+        storage, and the next worker that commits it builds its own from there)."""
+        await anyio.to_thread.run_sync(_remove_tree, self.settings.git_caches / session_id)
+
+    async def clear_caches(self) -> None:
+        """At start: this worker holds no session yet, so every cache of its own is left over
+        (a SIGKILL, a crash) and goes."""
+        await anyio.to_thread.run_sync(_remove_tree, self.settings.git_caches)
+
     async def try_commit(self, session: Session) -> bool:
         """``commit`` for callers that go on either way (a hand-off): False when it failed."""
         try:
@@ -87,7 +121,7 @@ class AutoCommitter:
             names = list(editors)
             author = Person.for_user(names[-1] if names else "collab")
             coauthors = [Person.for_user(n) for n in names[:-1]]
-            repo_dir = self.settings.workspace_dir / session.id / "repo.git"
+            repo_dir = self.settings.git_cache(session.id)
             texts, blobs = session.snapshot_files()
             try:
                 files = dict(texts)

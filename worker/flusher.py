@@ -1,10 +1,13 @@
 """Group commit: each session's pending updates go to storage as one segment per interval.
 
-Flushes are spread over the interval by age (a session is written once its oldest pending update
-is ``FLUSH_INTERVAL_MS`` old), retried with exponential backoff while storage refuses them (the
-session keeps serving and its updates stay in memory, in order), and compaction follows every
-``compact_every_segments`` segments. The flusher is also where the worker learns whether its
-storage works (``StorageHealth``): every write reports to it.
+The flusher owns every live session's ``Outbox`` (``worker.outbox``: what is accepted and not
+yet stored, and the acknowledgements waiting for it), keyed by session id: a session puts into
+its outbox, the flusher takes out. Flushes are spread over the interval by age (a session is
+written once its oldest pending update is ``FLUSH_INTERVAL_MS`` old), retried with exponential
+backoff while storage refuses them (the session keeps serving and its updates stay in memory,
+in order), and compaction follows every ``compact_every_segments`` segments. The flusher is
+also where the worker learns whether its storage works (``StorageHealth``): every write
+reports to it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import structlog
 from pycrdt import merge_updates
 
 from .metrics import WorkerMetrics
-from .session import PendingUpdate, Session
+from .outbox import Outbox, PendingUpdate
 from .settings import Settings
 from .storage import SessionStore, StorageError
 
@@ -57,12 +60,15 @@ class StorageHealth:
         self.error = None
 
 
-class _FlushState:
-    """Per session: one flush at a time, and when the next may be tried after a failure."""
+class _Writes:
+    """Per session: its outbox, one flush at a time, when the next may be tried after a
+    failure, and the segments written since the last compaction."""
 
-    __slots__ = ("failed_at", "failures", "lock", "log_written", "retry_at")
+    __slots__ = ("failed_at", "failures", "lock", "log_written", "outbox", "retry_at", "segments")
 
     def __init__(self) -> None:
+        self.outbox = Outbox()
+        self.segments = 0
         self.lock = asyncio.Lock()
         self.failures = 0
         self.retry_at = 0.0
@@ -108,33 +114,45 @@ class Flusher:
         self.metrics = metrics
         self.health = health
         self.lease_valid = lease_valid
-        self._state: defaultdict[str, _FlushState] = defaultdict(_FlushState)
+        self._state: dict[str, _Writes] = {}
         self._soon: set[str] = set()  # sessions with a prompt flush scheduled
         self._limiter = anyio.CapacityLimiter(_PARALLEL_FLUSHES)
 
+    def outbox(self, session_id: str) -> Outbox:
+        """The outbox of a session that is being loaded or is live here (made on first use)."""
+        state = self._state.get(session_id)
+        if state is None:
+            state = self._state[session_id] = _Writes()
+        return state.outbox
+
     def forget(self, session_id: str) -> None:
+        """The session left: its outbox is dropped (a leaving session's is empty, or its
+        contents were refused back to their clients)."""
         self._state.pop(session_id, None)
         self._soon.discard(session_id)
 
-    async def flush(self, session: Session, *, with_log: bool = False) -> bool:
+    async def flush(self, session_id: str, *, with_log: bool = False) -> bool:
         """Writes the session's pending updates as one segment; False if storage refused.
 
         The operations log goes along with it when there are file operations (so every group
         commit that carries one has its log segment), when ``with_log``, or when the edit
         bursts' interval (``LOG_INTERVAL_MS``) is due.
         """
-        state = self._state[session.id]
+        state = self._state.get(session_id)
+        if state is None:
+            return True  # not live here (any more): nothing of it is held
+        outbox = state.outbox
         async with state.lock:
             now = time.monotonic()
-            write_log = session.has_file_ops or (
-                session.has_log
+            write_log = outbox.has_file_ops or (
+                outbox.has_log
                 and (with_log or now - state.log_written >= self.settings.log_interval_ms / 1000)
             )
-            if not session.has_updates and not write_log:
+            if not outbox.has_updates and not write_log:
                 return True
             started = time.perf_counter()
-            updates = session.take_updates() if session.has_updates else []
-            entries = session.take_log() if write_log else []
+            updates = outbox.take_updates() if outbox.has_updates else []
+            entries = outbox.take_log() if write_log else []
             # The segment and the log segment are independent objects: both are written at
             # once, so a file operation waits for one storage round trip, not two.
             stored: bool | None = None  # the updates are in storage; acknowledge them?
@@ -144,7 +162,7 @@ class Flusher:
             async def put_updates() -> None:
                 nonlocal stored, failure
                 try:
-                    await self.store.append_updates(session.id, merged_by_doc(updates), merged=True)
+                    await self.store.append_updates(session_id, merged_by_doc(updates), merged=True)
                 except StorageError as exc:
                     failure = exc
                     return
@@ -155,7 +173,7 @@ class Flusher:
             async def put_log() -> None:
                 nonlocal logged, failure
                 try:
-                    await self.store.append_log(session.id, entries)
+                    await self.store.append_log(session_id, entries)
                 except StorageError as exc:
                     failure = exc
                     return
@@ -175,56 +193,57 @@ class Flusher:
                 # when cancelled mid-write: it is written again; merging twice is harmless).
                 if updates:
                     if stored is None:
-                        session.restore_updates()
+                        outbox.restore_updates()
                     else:
-                        session.segments_since_compact += 1
+                        state.segments += 1
                         # Both writes have ended here, so a file operation is acknowledged
                         # with its log entry stored too (a log that failed is retried, the
                         # edit itself is stored).
-                        session.updates_written(acknowledge=stored)
+                        outbox.updates_written(acknowledge=stored)
                 if entries:
                     if logged:
-                        session.log_written()
+                        outbox.log_written()
                         state.log_written = now
                     else:
-                        session.restore_log()
+                        outbox.restore_log()
             if failure is not None:
-                self._failed(session, state, failure)
+                self._failed(session_id, state, failure)
                 return False
             self.metrics.flush_seconds.observe(time.perf_counter() - started)
             if state.failures:
-                log.info("flush_recovered", session=session.id, after_attempts=state.failures)
+                log.info("flush_recovered", session=session_id, after_attempts=state.failures)
             state.failures = 0
             state.retry_at = 0.0
             self.health.recovered()
-        if session.segments_since_compact >= self.settings.compact_every_segments:
-            await self.compact(session)
+        if state.segments >= self.settings.compact_every_segments:
+            await self.compact(session_id)
         return True
 
-    def flush_soon(self, session: Session, spawn: Callable[[Job], None]) -> None:
+    def flush_soon(self, session_id: str, spawn: Callable[[Job], None]) -> None:
         """A client waits for an acknowledgement: write now instead of at the interval's end.
 
         Group commit still holds: every edit made while a write is in flight rides the next
         one, so one storage request acknowledges many writes under load. After a failure the
         backoff decides (the periodic flush retries), not the waiting client.
         """
-        if session.id in self._soon or self._backing_off(self._state[session.id]):
+        state = self._state.get(session_id)
+        if state is None or session_id in self._soon or self._backing_off(state):
             return
-        self._soon.add(session.id)
+        self._soon.add(session_id)
 
         async def write() -> None:
             async with self._limiter:
-                self._soon.discard(session.id)
-                await self.flush(session)
+                self._soon.discard(session_id)
+                await self.flush(session_id)
 
         spawn(write)
 
-    def _backing_off(self, state: _FlushState) -> bool:
+    def _backing_off(self, state: _Writes) -> bool:
         """Waiting out a failure, unless storage answered some other request since: then the
         outage is over and what is held (and the acknowledgements waiting on it) goes now."""
         return state.retry_at > time.monotonic() and state.failed_at >= self.health.recovered_at
 
-    def _failed(self, session: Session, state: _FlushState, exc: StorageError) -> None:
+    def _failed(self, session_id: str, state: _Writes, exc: StorageError) -> None:
         state.failures += 1
         delay = min(self.settings.flush_interval_ms / 1000 * 2**state.failures, _MAX_BACKOFF_S)
         state.failed_at = time.monotonic()
@@ -233,21 +252,22 @@ class Flusher:
         self.health.failed(exc)
         log.warning(
             "flush_failed",
-            session=session.id,
+            session=session_id,
             error=str(exc),
             attempt=state.failures,
             retry_in_s=round(delay, 2),
-            unflushed_bytes=session.unflushed_bytes,
+            unflushed_bytes=state.outbox.unflushed_bytes,
         )
 
-    async def compact(self, session: Session) -> None:
+    async def compact(self, session_id: str) -> None:
         try:
-            await self.store.compact(session.id)
-            session.segments_since_compact = 0
+            await self.store.compact(session_id)
+            if (state := self._state.get(session_id)) is not None:
+                state.segments = 0
         except StorageError as exc:
-            log.warning("compact_failed", session=session.id, error=str(exc))
+            log.warning("compact_failed", session=session_id, error=str(exc))
 
-    async def flush_due(self, sessions: list[Session], tick: float = 0.0) -> None:
+    async def flush_due(self, tick: float = 0.0) -> None:
         """Flushes every session whose oldest update is about ``FLUSH_INTERVAL_MS`` old.
 
         Ticking a few times per interval and flushing by age spreads the writes of many
@@ -258,15 +278,15 @@ class Flusher:
         threshold = self.settings.flush_interval_ms / 1000 - tick
         log_every = self.settings.log_interval_ms / 1000
         due = []
-        for s in sessions:
-            state = self._state[s.id]
+        for session_id, state in self._state.items():
             if self._backing_off(state):
                 continue
-            oldest = s.oldest_pending
-            if (s.has_updates and oldest is not None and wall - oldest >= threshold) or (
-                s.has_log and now - state.log_written >= log_every
+            outbox = state.outbox
+            oldest = outbox.oldest_pending
+            if (outbox.has_updates and oldest is not None and wall - oldest >= threshold) or (
+                outbox.has_log and now - state.log_written >= log_every
             ):
-                due.append(s)
+                due.append(session_id)
         if due:
 
             async def flush_some() -> None:
@@ -279,12 +299,13 @@ class Flusher:
             async with anyio.create_task_group() as tg:
                 for _ in range(min(len(due), _PARALLEL_FLUSHES)):
                     tg.start_soon(flush_some)
-        self.update_lag_metrics(sessions)
+        self.update_lag_metrics()
 
-    def update_lag_metrics(self, sessions: list[Session]) -> tuple[int, float]:
+    def update_lag_metrics(self) -> tuple[int, float]:
         """(bytes held only in memory, age in seconds of the oldest of them)."""
-        oldest = [t for s in sessions if (t := s.oldest_pending) is not None]
-        unflushed = sum(s.unflushed_bytes for s in sessions)
+        outboxes = [state.outbox for state in self._state.values()]
+        oldest = [t for o in outboxes if (t := o.oldest_pending) is not None]
+        unflushed = sum(o.unflushed_bytes for o in outboxes)
         age = max(0.0, time.time() - min(oldest)) if oldest else 0.0
         self.metrics.unflushed_bytes.set(unflushed)
         self.metrics.unflushed_age.set(age)

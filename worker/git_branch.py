@@ -3,7 +3,7 @@
 Objects first, ref last: the commit's new objects go to storage as one immutable pack, then the
 branch ref moves by compare-and-swap. A committer that finds the ref moved under it fetches the
 new history and commits a merge of both heads (its tree is the live, already CRDT-merged state),
-so no commit ever drops out of the branch. dulwich work runs in a thread (``worker.committer``).
+so no commit ever drops out of the branch. dulwich work runs in a thread (``worker.git_objects``).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 import anyio
 import structlog
 
-from . import git_objects as committer
+from . import git_objects
 from .git_objects import Person
 from .storage import SessionStore
 
-log = structlog.get_logger("worker.commits")
+log = structlog.get_logger("worker.git_branch")
 
 MAX_ATTEMPTS = 8
 _SYNCED = "collab-synced-packs"
@@ -45,17 +45,21 @@ class StaleOwner(CommitConflict):
 async def sync_packs(store: SessionStore, session_id: str, repo_dir: Path) -> None:
     """Adds every pack in storage that the local repository has not seen yet."""
     marker = repo_dir / _SYNCED
-    seen = set(marker.read_text().split()) if marker.exists() else set()
-    missing = [k for k in await store.list_packs(session_id) if k not in seen]
+
+    def seen() -> set[str]:
+        return set(marker.read_text().split()) if marker.exists() else set()
+
+    known = await anyio.to_thread.run_sync(seen)
+    missing = [k for k in await store.list_packs(session_id) if k not in known]
     if not missing:
         return
     packs = [(key, await store.get_pack(key)) for key in missing]
 
     def add() -> None:
-        repo = committer.open_repo(repo_dir)
+        repo = git_objects.open_repo(repo_dir)
         try:
             for _, data in packs:
-                committer.add_pack(repo, data)
+                git_objects.add_pack(repo, data)
         finally:
             repo.close()
         with open(marker, "a") as out:
@@ -94,10 +98,10 @@ async def commit_session(
             )
         parents = [p for p in (head, ours) if p is not None]
 
-        def make(parents: list[str] = parents) -> committer.CommitResult | None:
-            repo = committer.open_repo(repo_dir)
+        def make(parents: list[str] = parents) -> git_objects.CommitResult | None:
+            repo = git_objects.open_repo(repo_dir)
             try:
-                return committer.commit(repo, parents, files, author, coauthors)
+                return git_objects.commit(repo, parents, files, author, coauthors)
             finally:
                 repo.close()
 

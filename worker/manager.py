@@ -1,12 +1,14 @@
-"""Live sessions on this worker: load once, serve, unload when idle; the background duties.
+"""Live sessions on this worker, from claim to departure; the background duties.
 
-Loads are single-flight: however many clients join a fresh session at the same moment, one load
-runs and every joiner gets the same session (no room-start lock held for a room's lifetime, no
-unguarded "already started" check). A load first claims the session (``worker.ownership``: one
-live owner per session, whatever the routers think), then reads it; a load that fails refuses
-the session, it never serves an empty one. Group commit lives in ``worker.flusher``, drain and
-hand-off in ``worker.handoff``, the lease in ``worker.lease``; ``run`` is the one task group
-they all run in.
+The manager owns a session's life: it claims and loads it (``acquire``), and it is the one
+place a session leaves (``leave``), whatever the reason: idle, asked for by a peer, handed off,
+drained, fenced. Loads are single-flight: however many clients join a fresh session at the same
+moment, one load runs and every joiner gets the same session (no room-start lock held for a
+room's lifetime, no unguarded "already started" check). A load first claims the session
+(``worker.ownership``: one live owner per session, whatever the routers think), then reads it;
+a load that fails refuses the session, it never serves an empty one. Group commit lives in
+``worker.flusher``, drains in ``worker.handoff``, the lease in ``worker.lease``; ``run`` is the
+one task group they all run in.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from contract import close_codes as codes
 from contract.timefmt import iso_time
 
 from .autocommit import AutoCommitter
+from .departure import FENCED, IDLE, TO_PEER, Departure
 from .flusher import Flusher, StorageHealth
 from .handoff import HandOff
 from .lease import Lease
@@ -53,6 +56,7 @@ _DRAINING = "worker is draining; reconnect to reach the new owner"
 _FENCED = "this worker lost its storage lease; reconnect"
 _SETTLE_ROUND_S = 0.5
 _LOADER_HOLD_S = 1.0
+_RETRY_ROUND_S = 0.5  # between flushes of a session leaving by a deadline
 
 
 class SessionManager:
@@ -93,7 +97,7 @@ class SessionManager:
         )
         self.flusher = Flusher(settings, store, metrics, self.health, self.lease.valid)
         self.autocommit = AutoCommitter(settings, store, metrics)
-        self.handoff = HandOff(self)
+        self.handoff = HandOff(self.sessions, self.leave, self.spawn, metrics)
         self._background: TaskGroup | None = None  # run()'s task group
         self._settling = False
 
@@ -179,12 +183,14 @@ class SessionManager:
             self.health.failed(exc)
             log.warning("session_load_failed", session=session_id, error=str(exc))
             raise SessionUnavailable(f"storage unavailable ({exc}); retry shortly") from None
-        session = Session(session_id, loaded.docs, self.settings.worker_id, self.metrics)
+        outbox = self.flusher.outbox(session_id)
+        session = Session(session_id, loaded.docs, self.settings.worker_id, self.metrics, outbox)
         session.is_git = loaded.meta is not None and loaded.meta.is_git_repo
         session.claim = claim
         session.lease_valid = self.lease.valid
         session.reserve()  # released by _loaded, once the joiners have reserved it themselves
         if self.draining:
+            self.flusher.forget(session_id)
             await self.ownership.release(session_id, claim)
             raise SessionUnavailable(_DRAINING, draining=True)
         self.sessions[session_id] = session
@@ -211,9 +217,9 @@ class SessionManager:
 
     def update_lag_metrics(self) -> tuple[int, float]:
         """(bytes held only in memory, age in seconds of the oldest of them)."""
-        return self.flusher.update_lag_metrics(list(self.sessions.values()))
+        return self.flusher.update_lag_metrics()
 
-    # --- unloading -------------------------------------------------------------------------
+    # --- leaving ---------------------------------------------------------------------------
 
     async def reap_idle(self) -> None:
         idle_s = self.settings.session_idle_ms / 1000
@@ -221,42 +227,83 @@ class SessionManager:
         for session in list(self.sessions.values()):
             idle = session.idle_since
             if idle is not None and not session.reserved and now - idle >= idle_s:
-                await self.unload(session)
+                await self.leave(session, IDLE)
 
-    async def unload(self, session: Session) -> bool:
-        """Flush, compact, forget; a session that gained a client or cannot flush stays.
+    async def leave(self, session: Session, why: Departure, deadline: float | None = None) -> bool:
+        """The one way a session leaves this worker; True once it has left, durable.
 
-        A git session's uncommitted edits are committed first: nobody is editing any more, so
-        its cooldown would only run out after the session is gone. A commit that fails for
-        want of storage keeps the session (its next round retries); any other failure is the
-        local repository's (logged and counted by the committer) and must not pin the session:
-        its edits are in storage either way.
+        In order: a git session's uncommitted edits are committed (``why.commit_first``: the
+        authors who made them are credited now, not by whoever edits next elsewhere); every
+        update and log entry is flushed, retried until ``deadline`` if there is one; the
+        session is compacted (``why.compact``); from then on it accepts no edit (``moving``),
+        its ownership record is released (before its clients are sent away, so that their
+        reconnects find it free for the next owner at once), its clients are closed with 1012
+        (``why.clients_away``), its metadata is saved and it is forgotten.
+
+        It stays when a client came back meanwhile (``why.only_if_idle``) or when storage
+        refused; a session sent away without being durable fails the acknowledgements still
+        waiting (nothing unstored is ever acknowledged) and stays, to be written once storage
+        takes it.
         """
-        if session.is_git and session.editors:
-            try:
-                await self.autocommit.commit(session)
-            except StorageError:
+        if why.commit_first and session.is_git and session.editors:
+            if deadline is None:
+                # Nobody is editing any more, so its cooldown would run out after it is gone.
+                # Storage refusing keeps the session (the next round retries); any other
+                # failure is the local repository's (logged and counted by the committer) and
+                # must not pin the session: its edits are in storage either way.
+                try:
+                    await self.autocommit.commit(session)
+                except StorageError:
+                    return False
+                except Exception:
+                    pass
+            else:
+                with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                    await self.autocommit.try_commit(session)
+        while not (durable := await self._flushed(session)):
+            if deadline is None or time.monotonic() >= deadline:
+                break
+            await anyio.sleep(min(_RETRY_ROUND_S, max(0.0, deadline - time.monotonic())))
+        if why.only_if_idle and self._in_use(session):
+            return False
+        if durable and why.compact:
+            await self.flusher.compact(session.id)
+            durable = not self._in_use(session) and self.sessions.get(session.id) is session
+            if not durable:
                 return False
-            except Exception:  # logged with its traceback and counted in commit()
-                pass
-        if not await self.flusher.flush(session, with_log=True):
+        if durable:
+            session.moving = True
+            if not why.fenced or self.lease.valid():
+                await self.release(session)
+        if why.clients_away is not None:
+            session.close_clients(codes.RESTART, f"{why.clients_away}; reconnect")
+        if not durable:
+            if why.clients_away is not None:
+                session.outbox.fail_waiters(
+                    "not stored: storage refused the write while the session left"
+                )
+                log.error(
+                    "leave_flush_failed",
+                    session=session.id,
+                    reason=why.event,
+                    unflushed_bytes=session.outbox.unflushed_bytes,
+                    error=self.health.error,
+                )
             return False
-        if session.client_count or session.reserved or session.dirty:
-            return False
-        await self.flusher.compact(session)
-        if (
-            session.client_count
-            or session.reserved
-            or session.dirty
-            or self.sessions.get(session.id) is not session
-        ):
-            return False
-        session.moving = True  # durable and client-less: from here on it only leaves
-        await self.release(session)
-        await self.save_meta(session)
+        if not why.fenced:
+            await self.save_meta(session)
         self.forget(session)
-        log.info("session_unloaded", session=session.id)
+        if session.is_git:
+            await self.autocommit.drop_cache(session.id)
+        log.info(why.event, session=session.id)
         return True
+
+    async def _flushed(self, session: Session) -> bool:
+        return await self.flusher.flush(session.id, with_log=True) and not session.outbox.dirty
+
+    @staticmethod
+    def _in_use(session: Session) -> bool:
+        return bool(session.client_count or session.reserved or session.outbox.dirty)
 
     # --- ownership -------------------------------------------------------------------------
 
@@ -273,7 +320,7 @@ class SessionManager:
         elif session is not None and not session.moving and not session.fenced:
             state = "live"
             if release_idle and not session.client_count and session.reserved == 0:
-                state = "released" if await self._release_idle(session) else "live"
+                state = "released" if await self.leave(session, TO_PEER) else "live"
         return PeerAnswer(
             worker=self.settings.worker_id,
             incarnation=self.lease.incarnation,
@@ -281,18 +328,6 @@ class SessionManager:
             session=state,
             clients=session.client_count if session is not None else 0,
         )
-
-    async def _release_idle(self, session: Session) -> bool:
-        if not await self.flusher.flush(session, with_log=True):
-            return False
-        if session.client_count or session.reserved or session.dirty or session.moving:
-            return False
-        session.moving = True
-        await self.release(session)
-        await self.save_meta(session)
-        self.forget(session)
-        log.info("session_released_to_peer", session=session.id)
-        return True
 
     def _lease_lapsed(self) -> None:
         """The lease ran out: others may take these sessions over soon, so stop serving them.
@@ -306,7 +341,7 @@ class SessionManager:
             if session.fenced:
                 continue
             session.fenced = True
-            session.fail_waiters("not stored: this worker lost contact with storage")
+            session.outbox.fail_waiters("not stored: this worker lost contact with storage")
             session.close_clients(codes.RESTART, _FENCED)
         if self.sessions and not self._settling and self._background is not None:
             self._settling = True
@@ -316,11 +351,7 @@ class SessionManager:
         try:
             while fenced := [s for s in self.sessions.values() if s.fenced]:
                 for session in fenced:
-                    if await self.flusher.flush(session, with_log=True) and not session.dirty:
-                        if self.lease.valid():
-                            await self.release(session)  # only if the record is still ours
-                        self.forget(session)
-                        log.info("fenced_session_settled", session=session.id)
+                    await self.leave(session, FENCED)
                 await anyio.sleep(_SETTLE_ROUND_S)
         finally:
             self._settling = False
@@ -353,6 +384,7 @@ class SessionManager:
         ``started`` once it can take background jobs (commits, admin drains).
         """
         tick = self.settings.flush_interval_ms / 1000 / 4
+        await self.autocommit.clear_caches()
         async with anyio.create_task_group() as background:
             self._background = background
             await background.start(self.lease.run)
@@ -360,7 +392,7 @@ class SessionManager:
             while True:
                 await anyio.sleep(tick)
                 try:
-                    await self.flusher.flush_due(list(self.sessions.values()), tick)
+                    await self.flusher.flush_due(tick)
                     await self.reap_idle()
                     self.autocommit.start_due(self.sessions.values(), background.start_soon)
                 except Exception:

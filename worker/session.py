@@ -1,20 +1,19 @@
-"""One live session: its documents, their rooms, its JSON clients, and what is not yet durable.
+"""One live session: its documents, their rooms and its JSON clients.
 
 A file is its Yjs document (text in the ``Y.Text`` named ``content``); the session's index is the
 document named ``""`` (``Y.Map`` named ``files``: path → metadata). Every change, from either
-protocol, goes through ``_commit_update``: applied once, fanned out once, and buffered for the
-next group-commit to storage.
+protocol, goes through ``_commit_update``: applied once, fanned out once, and put into the
+session's ``Outbox`` (``worker.outbox``) for the next group commit to storage.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from pycrdt import Doc, Map, Text
 
@@ -23,14 +22,12 @@ from contract.timefmt import iso_time
 
 from . import yjs_protocol as yjs
 from .client import Client
+from .doc_schema import CONTENT, EMPTY_UPDATE, FILES, INDEX_DOC, is_binary, text_entry
 from .metrics import WorkerMetrics
+from .outbox import Outbox
 from .room import Room
 
-INDEX_DOC = ""
 _VERSIONS_KEPT = 256
-EMPTY_UPDATE = b"\x00\x00"  # no structs, no deletions
-CONTENT = "content"
-FILES = "files"
 
 
 class UpdateRejected(ValueError):
@@ -41,57 +38,8 @@ class SessionMoving(RuntimeError):
     """The session is leaving this worker (drain, hand-off, lost lease): no edit is accepted."""
 
 
-Durable = Callable[[str | None], None]
-"""Called once a write is in storage (``None``), or with the reason it never will be here."""
-
-
 def _always() -> bool:
     return True
-
-
-@dataclass(slots=True)
-class PendingUpdate:
-    doc: str
-    update: bytes
-    user: str
-    at: float
-
-
-T = TypeVar("T")
-
-
-class Unwritten(Generic[T]):
-    """Items not yet in storage: those buffered for the next write, and those of the write in
-    progress. A write ``take``s the buffer and ends with ``written``, or, when storage refused
-    it, ``restore`` puts its items back in front of anything buffered since."""
-
-    __slots__ = ("buffered", "inflight")
-
-    def __init__(self) -> None:
-        self.buffered: list[T] = []
-        self.inflight: list[T] = []
-
-    def __bool__(self) -> bool:
-        return bool(self.buffered or self.inflight)
-
-    def oldest(self) -> T | None:
-        """The item waiting longest (the in-progress write's first, else the buffer's)."""
-        if self.inflight:
-            return self.inflight[0]
-        return self.buffered[0] if self.buffered else None
-
-    def take(self) -> list[T]:
-        if self.inflight:
-            raise RuntimeError("one write at a time: the previous one has not ended")
-        self.inflight, self.buffered = self.buffered, []
-        return self.inflight
-
-    def written(self) -> None:
-        self.inflight = []
-
-    def restore(self) -> None:
-        self.buffered[:0] = self.inflight
-        self.inflight = []
 
 
 class Session:
@@ -101,7 +49,9 @@ class Session:
         stored_docs: dict[str, bytes],
         worker_id: str,
         metrics: WorkerMetrics,
+        outbox: Outbox | None = None,
     ) -> None:
+        """``outbox``: where its edits wait for storage (the flusher's; a new one if none)."""
         self.id = session_id
         self.worker_id = worker_id
         self.metrics = metrics
@@ -109,32 +59,19 @@ class Session:
         self._docs: dict[str, Doc[Any]] = {}
         self.rooms: dict[str, Room] = {}
         self.json_clients: set[Client] = set()
-        self._updates: Unwritten[PendingUpdate] = Unwritten()
-        self._buffered_bytes = 0  # of self._updates.buffered
-        self._inflight_bytes = 0  # of self._updates.inflight
-        # The operations log: file operations as they happen, and one open "edit burst" per
-        # document being edited, closed into an entry when the log is written.
-        self._log: Unwritten[dict[str, Any]] = Unwritten()
-        self._bursts: dict[str, dict[str, Any]] = {}
+        self.outbox = outbox if outbox is not None else Outbox()
         self.moving = False
         # This worker's right to accept edits (its lease, checked per edit: a worker that was
         # frozen and wakes up after others took over refuses before it handles anything).
         self.lease_valid: Callable[[], bool] = _always
         self.fenced = False  # the lease lapsed: only what it holds is written, then forgotten
         self.claim: Any = None  # worker.ownership.Claim, set by the manager that claimed it
-        # Durable acknowledgements: every committed update gets the next sequence number; a
-        # write that reaches storage makes every number up to its last one durable.
-        self.applied_seq = 0
-        self.durable_seq = 0
-        self._written_upto = 0  # the last number of the write in progress
-        self._waiters: deque[tuple[int, Durable]] = deque()
         self.last_activity = time.time()
         self.idle_since: float | None = time.monotonic()
         self.reserved = 0  # acquired for a client that is not attached yet
         # HTTP readers' replicas, by version token (the HTTP API's stateless shadows): a write
         # that names the version it was based on is merged like a JSON client's update.
         self._versions: OrderedDict[str, tuple[str, Doc[Any]]] = OrderedDict()
-        self.segments_since_compact = 0
         self.users: set[str] = set()
         # Auto-commit (git sessions only): who edited since the last commit, in order of their
         # last edit, and when the last edit came (the cooldown runs from there).
@@ -170,7 +107,7 @@ class Session:
         if path not in self._listed:
             return None
         entry = self.index.get(path)
-        return entry if isinstance(entry, dict) and entry.get("type") == "binary" else None
+        return entry if is_binary(entry) else None
 
     def snapshot_files(self) -> tuple[dict[str, bytes], dict[str, str]]:
         """(every text file's current bytes, every binary file's blob sha256) for a commit."""
@@ -312,7 +249,7 @@ class Session:
     def ensure_listed(self, path: str, user: str) -> None:
         if path not in self._listed:
             with self.local_edit(INDEX_DOC, user):
-                self.index[path] = {"type": "text", "created": int(time.time() * 1000), "by": user}
+                self.index[path] = text_entry(user, int(time.time() * 1000))
             self._listed.add(path)
 
     def list_entry(self, path: str, entry: dict[str, Any], user: str) -> None:
@@ -337,31 +274,13 @@ class Session:
         self, name: str, update: bytes, user: str, origin: Client | None, frame: bytes | None
     ) -> None:
         now = time.time()
-        self._updates.buffered.append(PendingUpdate(name, update, user, now))
-        self._buffered_bytes += len(update)
-        self.applied_seq += 1
+        self.outbox.add_update(name, update, user, now)
         self.last_activity = now
         self.users.add(user)
         self.editors.pop(user, None)
         self.editors[user] = self.last_edit = time.monotonic()
         if origin is not None and name != INDEX_DOC:  # file operations log themselves
-            burst = self._bursts.get(name)
-            if burst is None:
-                burst = self._bursts[name] = {
-                    "ts": iso_time(now),
-                    "userId": user,
-                    "worker": self.worker_id,
-                    "op": "edit",
-                    "path": name,
-                    "bytes": 0,
-                    "updates": 0,
-                    "users": [],
-                }
-            burst["bytes"] += len(update)
-            burst["updates"] += 1
-            burst["userId"] = user
-            if user not in burst["users"]:
-                burst["users"].append(user)
+            self.outbox.note_edit(name, user, len(update), at=now, worker=self.worker_id)
         room = self.rooms.get(name)
         if room is not None:
             room.publish(update, frame, origin)
@@ -379,91 +298,7 @@ class Session:
             "bytes": nbytes,
         }
         entry.update(extra)
-        self._log.buffered.append(entry)
-
-    # --- durability ------------------------------------------------------------------------
-
-    @property
-    def dirty(self) -> bool:
-        """True while any update (buffered or being written) or log entry is not yet durable."""
-        return bool(self._updates or self._log or self._bursts)
-
-    @property
-    def has_updates(self) -> bool:
-        return bool(self._updates.buffered)
-
-    @property
-    def has_log(self) -> bool:
-        return bool(self._log.buffered or self._bursts)
-
-    @property
-    def has_file_ops(self) -> bool:
-        """File operations wait for no interval: they go with the next group commit."""
-        return bool(self._log.buffered)
-
-    @property
-    def unflushed_bytes(self) -> int:
-        return self._buffered_bytes + self._inflight_bytes
-
-    @property
-    def oldest_pending(self) -> float | None:
-        """When the oldest update not yet in storage was made (the durability lag)."""
-        oldest = self._updates.oldest()
-        return None if oldest is None else oldest.at
-
-    def take_updates(self) -> list[PendingUpdate]:
-        """The buffered updates, for one write; it ends with ``updates_written`` or
-        ``restore_updates``."""
-        taken = self._updates.take()  # refuses first if a write is still in progress
-        self._inflight_bytes, self._buffered_bytes = self._buffered_bytes, 0
-        self._written_upto = self.applied_seq
-        return taken
-
-    def updates_written(self, *, acknowledge: bool = True) -> None:
-        """The write is in storage. ``acknowledge=False``: it landed after this worker's lease
-        ran out, so another worker may have loaded the session without it; nobody is told it
-        is stored here (``fail_waiters`` follows, from the fence)."""
-        self._updates.written()
-        self._inflight_bytes = 0
-        if acknowledge:
-            self.durable_seq = self._written_upto
-            while self._waiters and self._waiters[0][0] <= self.durable_seq:
-                self._waiters.popleft()[1](None)
-
-    def when_durable(self, seq: int, callback: Durable) -> None:
-        """Calls ``callback(None)`` once update ``seq`` is in storage (at once if it is)."""
-        if seq <= self.durable_seq:
-            callback(None)
-        else:
-            self._waiters.append((seq, callback))
-
-    @property
-    def awaiting_durability(self) -> bool:
-        return bool(self._waiters)
-
-    def fail_waiters(self, reason: str) -> None:
-        """Nothing still waiting will be acknowledged by this worker: tell each why."""
-        waiters, self._waiters = self._waiters, deque()
-        for _, callback in waiters:
-            callback(reason)
-
-    def restore_updates(self) -> None:
-        """A failed write: its updates go back in front of anything buffered since."""
-        self._updates.restore()
-        self._buffered_bytes += self._inflight_bytes
-        self._inflight_bytes = 0
-
-    def take_log(self) -> list[dict[str, Any]]:
-        """Buffered file operations and the open edit bursts (closed now), for one write."""
-        self._log.buffered.extend(self._bursts.values())
-        self._bursts = {}
-        return self._log.take()
-
-    def log_written(self) -> None:
-        self._log.written()
-
-    def restore_log(self) -> None:
-        self._log.restore()
+        self.outbox.add_entry(entry)
 
     # --- sync helpers for the Yjs endpoint -------------------------------------------------
 
@@ -482,7 +317,7 @@ class Session:
             "clients": self.client_count,
             "docs": len(self.index),
             "lastActivity": self.last_activity,
-            "unflushedBytes": self.unflushed_bytes,
+            "unflushedBytes": self.outbox.unflushed_bytes,
             "users": sorted(self.users),
             "epoch": self.claim.epoch if self.claim is not None else None,
             "ownedSince": self.claim.record.since if self.claim is not None else None,

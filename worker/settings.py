@@ -111,6 +111,17 @@ class Settings:
     ack_mode: str = "durable"
 
     @property
+    def git_caches(self) -> Path:
+        """This worker's local git caches: one directory per git session it holds, removed
+        when the session leaves, all of them at start. Per worker, so that workers sharing a
+        WORKSPACE_DIR (``collab up``) never remove a cache another one is using."""
+        return self.workspace_dir / self.worker_id
+
+    def git_cache(self, session_id: str) -> Path:
+        """The bare repository caching ``session_id``'s history (packs from storage)."""
+        return self.git_caches / session_id / "repo.git"
+
+    @property
     def advertise_address(self) -> str:
         host = self.advertise_host or (
             self.host if self.host not in _WILDCARDS else _this_host_ip()

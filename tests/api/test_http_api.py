@@ -240,16 +240,26 @@ class TestHistory:
             files = (await api.call("GET", "/api/sessions/s-hist/files")).json()["files"]
             assert [f["path"] for f in files] == ["a.txt"]
 
-    async def test_committing_a_session_without_history_starts_one(self, tmp_path: Path) -> None:
-        async with api_pool(tmp_path) as (_p, api):
+    async def test_a_session_without_history_is_not_committed_as_the_cli_says(
+        self, tmp_path: Path
+    ) -> None:
+        """POST .../commit and `collab commit` agree: a session without git history answers
+        409 naming how a session gets history, and stays without it."""
+        async with api_pool(tmp_path) as (p, api):
             await api.call("PUT", "/api/sessions/s-plain/files/a.txt", {"content": "one\n"})
-            assert (await api.call("GET", "/api/sessions/s-plain/history")).json() == {
-                "commits": []
-            }
-            done = (await api.call("POST", "/api/sessions/s-plain/commit")).json()
-            assert done["result"] == "committed" and done["changed"] == ["a.txt"]
+            refused = await api.call("POST", "/api/sessions/s-plain/commit")
+            assert refused.status_code == 409
+            assert "s-plain has no git history" in refused.json()["reason"]
+            assert "POST /api/sessions" in refused.json()["reason"]
+            async with httpx.AsyncClient() as http:
+                admin = await http.post(
+                    f"{p.http}/admin/sessions/s-plain/commit",
+                    headers={"authorization": f"Bearer {TOKEN}"},
+                )
+            assert admin.status_code == 409, admin.text
+            assert refused.json()["reason"] in admin.text
             listed = (await api.call("GET", "/api/sessions")).json()["sessions"]
-            assert [s["isGitRepo"] for s in listed if s["id"] == "s-plain"] == [True]
+            assert [s["isGitRepo"] for s in listed if s["id"] == "s-plain"] == [False]
 
 
 class TestAccess:

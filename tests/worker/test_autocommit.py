@@ -144,6 +144,29 @@ class TestAutoCommit:
         assert git(repo, "log", "-1", "--format=%an").strip() == "carol"
         assert git(repo, "show", "HEAD:notes.md") == "# kept\n"
 
+    async def test_a_sessions_git_cache_goes_when_it_leaves_and_stale_ones_at_start(
+        self, tmp_path: Path
+    ) -> None:
+        """The local cache under WORKSPACE_DIR lives as long as the session on this worker;
+        caches a killed worker left behind are removed when it starts again."""
+        storage = tmp_path / "storage"
+        await make_git_session(storage, "g")
+        settings = git_settings(tmp_path, session_idle_ms=300, cooldown_ms=200)
+        stale = settings.git_cache("killed-earlier")
+        stale.mkdir(parents=True)
+        (stale / "HEAD").write_text("ref: refs/heads/main\n")
+        async with run_worker(settings) as w:
+            assert not stale.parent.exists()
+            async with JsonClient.connect(w.url) as c:
+                await c.join("g", "erin")
+                await c.file_op(type="create", path="e.txt", content="cached\n")
+                await eventually(lambda: ref_of(storage, "g"), 10, "the first commit")
+                assert (settings.git_cache("g") / "objects").is_dir()
+            await wait_until(lambda: "g" not in w.manager.sessions, 5, "session unloaded")
+            await wait_until(
+                lambda: list(settings.git_caches.iterdir()) == [], 5, "the cache removed"
+            )
+
     async def test_a_drain_commits_pending_edits_before_handing_off(self, tmp_path: Path) -> None:
         storage = tmp_path / "storage"
         await make_git_session(storage, "g")
@@ -173,7 +196,7 @@ class TestFailingCommits:
             await alice.file_op(type="create", path="a.txt", content="one")
             await eventually(lambda: ref_of(storage, "dmg"), 10, "the first commit")
             # The local cache is damaged: every object gone, its list of synced packs kept.
-            for obj in (tmp_path / "ws" / "dmg" / "repo.git" / "objects").rglob("*"):
+            for obj in (settings.git_cache("dmg") / "objects").rglob("*"):
                 if obj.is_file():
                     obj.unlink()
             metrics = worker.app.state.metrics

@@ -14,13 +14,8 @@ from pycrdt import Doc, Map, Text
 from tests.support import Editor, buffering_client, drain, end_of_turn
 from worker import yjs_protocol as yjs
 from worker.metrics import WorkerMetrics
-from worker.session import (
-    EMPTY_UPDATE,
-    INDEX_DOC,
-    Session,
-    SessionMoving,
-    UpdateRejected,
-)
+from worker.doc_schema import EMPTY_UPDATE, INDEX_DOC
+from worker.session import Session, SessionMoving, UpdateRejected
 
 CORRUPT = b"\x01\x02\x03"  # a struct count, then the buffer ends: pycrdt cannot decode it
 
@@ -31,8 +26,8 @@ def new_session(stored: dict[str, bytes] | None = None) -> Session:
 
 def pending(session: Session) -> list[tuple[str, bytes, str]]:
     """(doc, update, user) of everything not yet written, oldest first; hands it back after."""
-    taken = session.take_updates()
-    session.restore_updates()
+    taken = session.outbox.take_updates()
+    session.outbox.restore_updates()
     return [(p.doc, p.update, p.user) for p in taken]
 
 
@@ -40,10 +35,10 @@ def listed_session() -> tuple[Session, Editor]:
     """A session whose ``a.txt`` is listed and written: only its text's updates will pend."""
     session = new_session()
     session.ensure_listed("a.txt", "alice")
-    session.take_updates()
-    session.updates_written()
-    session.take_log()
-    session.log_written()
+    session.outbox.take_updates()
+    session.outbox.updates_written()
+    session.outbox.take_log()
+    session.outbox.log_written()
     return session, Editor()
 
 
@@ -91,13 +86,13 @@ class TestClientUpdates:
         with pytest.raises(UpdateRejected):
             session.apply_client_update("new.txt", CORRUPT, buffering_client("alice"))
         assert not session.has_file("new.txt")
-        assert not session.dirty
+        assert not session.outbox.dirty
 
     def test_the_empty_update_of_a_fresh_editors_sync_is_ignored(self) -> None:
         """The two-byte empty update is neither applied, stored nor used to list a file."""
         session = new_session()
         session.apply_client_update("a.txt", EMPTY_UPDATE, buffering_client("alice"))
-        assert not session.dirty
+        assert not session.outbox.dirty
         assert not session.has_file("a.txt")
 
     def test_the_first_edit_of_an_unlisted_file_lists_it_under_its_editor(self) -> None:
@@ -151,7 +146,7 @@ class TestClientUpdates:
         session = new_session(stored)
         assert session.file_paths() == ["a.txt"]
         assert str(session.text("a.txt")) == "stored text"
-        assert not session.dirty
+        assert not session.outbox.dirty
 
 
 class TestIndex:
@@ -165,7 +160,7 @@ class TestIndex:
         )
         await end_of_turn()
         assert not session.has_file("evil.txt") and "evil.txt" not in session.index
-        assert not session.dirty
+        assert not session.outbox.dirty
         assert await drain(peer) == []
 
     async def test_ensure_listed_adds_one_entry_and_publishes_it_to_index_readers(self) -> None:
@@ -238,7 +233,7 @@ class TestLocalEdit:
         session = new_session()
         with session.local_edit("a.txt", "alice"):
             pass
-        assert not session.dirty
+        assert not session.outbox.dirty
 
 
 class TestPendingWrites:
@@ -246,84 +241,86 @@ class TestPendingWrites:
         """Taken updates are still unflushed; new ones buffer separately behind them."""
         session, editor = listed_session()
         first = typed(session, editor, "a", "b", "c")
-        taken = session.take_updates()
+        taken = session.outbox.take_updates()
         assert [p.update for p in taken] == first
-        assert not session.has_updates and session.dirty
-        assert session.unflushed_bytes == sum(map(len, first))
+        assert not session.outbox.has_updates and session.outbox.dirty
+        assert session.outbox.unflushed_bytes == sum(map(len, first))
         later = typed(session, editor, "later")
-        assert session.has_updates
-        assert session.unflushed_bytes == sum(map(len, first + later))
+        assert session.outbox.has_updates
+        assert session.outbox.unflushed_bytes == sum(map(len, first + later))
 
     def test_updates_written_forgets_only_the_written_ones(self) -> None:
         """After a write succeeds, what was buffered during it is all that remains."""
         session, editor = listed_session()
         typed(session, editor, "a", "b")
-        session.take_updates()
+        session.outbox.take_updates()
         later = typed(session, editor, "c")
-        session.updates_written()
-        assert session.unflushed_bytes == sum(map(len, later))
-        assert [p.update for p in session.take_updates()] == later
-        session.updates_written()
-        assert session.unflushed_bytes == 0 and not session.has_updates
+        session.outbox.updates_written()
+        assert session.outbox.unflushed_bytes == sum(map(len, later))
+        assert [p.update for p in session.outbox.take_updates()] == later
+        session.outbox.updates_written()
+        assert session.outbox.unflushed_bytes == 0 and not session.outbox.has_updates
 
     def test_restore_puts_a_failed_write_back_in_front_of_newer_updates(self) -> None:
         """A refused write's updates come first in the next take, their bytes counted once."""
         session, editor = listed_session()
         first = typed(session, editor, "a", "b")
-        session.take_updates()
+        session.outbox.take_updates()
         later = typed(session, editor, "c")
-        session.restore_updates()
+        session.outbox.restore_updates()
         total = sum(map(len, first + later))
-        assert session.unflushed_bytes == total
-        assert [p.update for p in session.take_updates()] == first + later
-        assert session.unflushed_bytes == total
+        assert session.outbox.unflushed_bytes == total
+        assert [p.update for p in session.outbox.take_updates()] == first + later
+        assert session.outbox.unflushed_bytes == total
 
     def test_oldest_pending_is_the_oldest_update_not_yet_in_storage(self) -> None:
         """The durability lag runs from the in-progress write's first update, else the buffer's."""
         session, editor = listed_session()
-        assert session.oldest_pending is None
+        assert session.outbox.oldest_pending is None
         typed(session, editor, "a")
-        [taken] = session.take_updates()
+        [taken] = session.outbox.take_updates()
         typed(session, editor, "b")
-        assert session.oldest_pending == taken.at
-        session.updates_written()
-        assert session.oldest_pending is not None and session.oldest_pending >= taken.at
-        session.take_updates()
-        session.updates_written()
-        assert session.oldest_pending is None
+        assert session.outbox.oldest_pending == taken.at
+        session.outbox.updates_written()
+        assert (
+            session.outbox.oldest_pending is not None and session.outbox.oldest_pending >= taken.at
+        )
+        session.outbox.take_updates()
+        session.outbox.updates_written()
+        assert session.outbox.oldest_pending is None
 
     def test_one_write_at_a_time(self) -> None:
         """Taking again before the previous write ended is refused."""
         session, editor = listed_session()
         typed(session, editor, "a")
-        session.take_updates()
+        session.outbox.take_updates()
         typed(session, editor, "b")
         with pytest.raises(RuntimeError, match="one write at a time"):
-            session.take_updates()
+            session.outbox.take_updates()
 
     def test_a_refused_take_leaves_the_byte_counts_alone(self) -> None:
         """A take refused while a write is in progress does not change the unflushed bytes."""
         session, editor = listed_session()
         typed(session, editor, "a")
-        session.take_updates()
+        session.outbox.take_updates()
         typed(session, editor, "b")
-        before = session.unflushed_bytes
+        before = session.outbox.unflushed_bytes
         with pytest.raises(RuntimeError):
-            session.take_updates()
-        assert session.unflushed_bytes == before
+            session.outbox.take_updates()
+        assert session.outbox.unflushed_bytes == before
 
     def test_dirty_until_updates_and_log_are_both_written(self) -> None:
         """A session is clean only when no update, log entry or open edit burst is left."""
         session, editor = listed_session()
-        assert not session.dirty
+        assert not session.outbox.dirty
         typed(session, editor, "a")
-        session.take_updates()
-        session.updates_written()
-        assert session.dirty  # the edit burst is still open
-        session.take_log()
-        assert session.dirty  # the log write has not ended
-        session.log_written()
-        assert not session.dirty
+        session.outbox.take_updates()
+        session.outbox.updates_written()
+        assert session.outbox.dirty  # the edit burst is still open
+        session.outbox.take_log()
+        assert session.outbox.dirty  # the log write has not ended
+        session.outbox.log_written()
+        assert not session.outbox.dirty
 
 
 class TestOperationsLog:
@@ -334,16 +331,16 @@ class TestOperationsLog:
         updates = [editor.insert(0, "a"), editor.insert(0, "b"), editor.insert(0, "c")]
         for update, client in zip(updates, (alice, bob, alice), strict=True):
             session.apply_client_update("a.txt", update, client)
-        assert session.has_log and not session.has_file_ops
-        [entry] = session.take_log()
+        assert session.outbox.has_log and not session.outbox.has_file_ops
+        [entry] = session.outbox.take_log()
         assert entry["op"] == "edit" and entry["path"] == "a.txt"
         assert entry["worker"] == "w-test" and entry["userId"] == "alice"
         assert entry["updates"] == 3 and entry["bytes"] == sum(map(len, updates))
         assert entry["users"] == ["alice", "bob"]
-        assert not session.has_log
-        session.log_written()
+        assert not session.outbox.has_log
+        session.outbox.log_written()
         session.apply_client_update("a.txt", editor.insert(0, "d"), bob)
-        [again] = session.take_log()
+        [again] = session.outbox.take_log()
         assert again["updates"] == 1 and again["users"] == ["bob"]
 
     def test_file_operations_come_before_the_bursts_closed_with_them(self) -> None:
@@ -352,8 +349,8 @@ class TestOperationsLog:
         session.apply_client_update("a.txt", Editor().insert(0, "x"), buffering_client("alice"))
         session.log("create", "bob", "b.txt", 3)
         session.log("rename", "bob", "c.txt", 3, oldPath="b.txt")
-        assert session.has_file_ops
-        entries = session.take_log()
+        assert session.outbox.has_file_ops
+        entries = session.outbox.take_log()
         assert [e["op"] for e in entries] == ["create", "rename", "edit"]
         assert entries[1]["oldPath"] == "b.txt" and entries[1]["bytes"] == 3
 
@@ -362,16 +359,16 @@ class TestOperationsLog:
         session = new_session()
         with session.local_edit("a.txt", "alice") as doc:
             doc.get("content", type=Text).insert(0, "x")
-        assert session.take_log() == []
+        assert session.outbox.take_log() == []
 
     def test_restore_log_puts_a_failed_writes_entries_back_in_front(self) -> None:
         """A refused log write is retried with its entries first, then those logged since."""
         session = new_session()
         session.log("create", "alice", "a.txt", 1)
-        first = session.take_log()
+        first = session.outbox.take_log()
         session.log("delete", "alice", "a.txt", 0)
-        session.restore_log()
-        assert [e["op"] for e in session.take_log()] == ["create", "delete"]
+        session.outbox.restore_log()
+        assert [e["op"] for e in session.outbox.take_log()] == ["create", "delete"]
         assert first[0]["op"] == "create"
 
 
@@ -393,7 +390,7 @@ class TestMoving:
         with pytest.raises(SessionMoving), session.local_edit("a.txt", "alice") as doc:
             doc.get("content", type=Text).insert(0, "never")
         assert str(session.text("a.txt")) == ""
-        assert not session.dirty
+        assert not session.outbox.dirty
 
 
 class TestClients:

@@ -15,7 +15,6 @@ import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -32,12 +31,13 @@ from contract.paths import PathRefused, check_path
 from contract.routing import MISDIRECTED, OwnerHint
 from contract.timefmt import iso_time
 
-from .. import files, history
+from .. import files, git_history
+from ..autocommit import no_history
 from ..manager import SessionUnavailable
 from ..ownership import NotOwner
 from ..session import Session, SessionMoving
 from ..storage import SessionMeta, StorageError
-from .worker_state import WorkerState
+from .worker_state import WorkerState, state_of
 
 _LIST_LIMIT = 100
 
@@ -78,14 +78,9 @@ def _answering(handler: Handler) -> Handler:
 # --- the pieces every route shares ---------------------------------------------------------
 
 
-def _state(request: Request) -> WorkerState:
-    state: WorkerState = request.app.state.worker
-    return state
-
-
 def _grant(request: Request, session_id: str | None, *, write: bool = False) -> Grant | None:
     try:
-        grant = _state(request).auth.authenticate_bearer(request.headers.get("authorization"))
+        grant = state_of(request).auth.authenticate_bearer(request.headers.get("authorization"))
         if grant is not None and session_id is not None:
             grant.check_session(session_id)
             if write:
@@ -112,7 +107,7 @@ def _path(raw: object, error: str) -> str:
 
 
 async def _body(request: Request, error: str) -> dict[str, Any]:
-    limit = _state(request).settings.max_message_bytes
+    limit = state_of(request).settings.max_message_bytes
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
@@ -150,15 +145,16 @@ class _Using:
 
 async def _stored(state: WorkerState, session: Session, received: float) -> None:
     """Returns once every edit made so far in the session is in storage."""
-    if state.settings.ack_mode == "durable" and session.applied_seq > session.durable_seq:
+    outbox = session.outbox
+    if state.settings.ack_mode == "durable" and outbox.applied_seq > outbox.durable_seq:
         done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
 
         def settle(failure: str | None) -> None:
             if not done.done():
                 done.set_result(failure)
 
-        session.when_durable(session.applied_seq, settle)
-        state.manager.flusher.flush_soon(session, state.manager.spawn)
+        outbox.when_durable(outbox.applied_seq, settle)
+        state.manager.flusher.flush_soon(session.id, state.manager.spawn)
         failure = await done
         if failure is not None:
             raise ApiError(503, jmsg.SESSION_UNAVAILABLE, f"{failure}; retry")
@@ -180,16 +176,12 @@ def _file_op(
         raise ApiError(503, jmsg.SESSION_UNAVAILABLE, str(exc)) from None
 
 
-def _repo_dir(state: WorkerState, session_id: str) -> Any:
-    return state.settings.workspace_dir / session_id / "repo.git"
-
-
 # --- sessions --------------------------------------------------------------------------------
 
 
 async def list_sessions(request: Request) -> Response:
     grant = _grant(request, None)
-    store = _state(request).store
+    store = state_of(request).store
     try:
         ids = await store.list_sessions()
         if grant is not None and grant.sessions != "*":
@@ -226,7 +218,7 @@ async def create_session(request: Request) -> Response:
     if not isinstance(session_id, str) or not is_name(session_id):
         raise ApiError(400, jmsg.INVALID_SESSION, f"invalid session id {session_id!r}")
     _grant(request, session_id, write=True)
-    store = _state(request).store
+    store = state_of(request).store
     try:
         if await store.session_exists(session_id):
             raise ApiError(409, jmsg.INVALID_SESSION, f"session {session_id} exists already")
@@ -243,7 +235,7 @@ async def create_session(request: Request) -> Response:
 async def list_files(request: Request) -> Response:
     session_id = _session_id(request)
     _grant(request, session_id)
-    async with _Using(_state(request), session_id) as session:
+    async with _Using(state_of(request), session_id) as session:
         rows = []
         for path in session.file_paths():
             entry = session.binary_entry(path)
@@ -258,7 +250,7 @@ async def read_file(request: Request) -> Response:
     session_id = _session_id(request)
     _grant(request, session_id)
     path = _path(request.path_params["path"], jmsg.GET_FAILED)
-    async with _Using(_state(request), session_id) as session:
+    async with _Using(state_of(request), session_id) as session:
         if not session.has_file(path):
             raise ApiError(404, jmsg.GET_FAILED, f"no file at {path!r}")
         entry = session.binary_entry(path)
@@ -281,7 +273,7 @@ async def read_file(request: Request) -> Response:
 
 async def write_file(request: Request) -> Response:
     received = time.perf_counter()
-    state = _state(request)
+    state = state_of(request)
     session_id = _session_id(request)
     grant = _grant(request, session_id, write=True)
     path = _path(request.path_params["path"], jmsg.FILE_OP_FAILED)
@@ -316,7 +308,7 @@ async def write_file(request: Request) -> Response:
 
 async def delete_file(request: Request) -> Response:
     received = time.perf_counter()
-    state = _state(request)
+    state = state_of(request)
     session_id = _session_id(request)
     grant = _grant(request, session_id, write=True)
     path = _path(request.path_params["path"], jmsg.FILE_OP_FAILED)
@@ -330,7 +322,7 @@ async def delete_file(request: Request) -> Response:
 
 async def rename_file(request: Request) -> Response:
     received = time.perf_counter()
-    state = _state(request)
+    state = state_of(request)
     session_id = _session_id(request)
     grant = _grant(request, session_id, write=True)
     body = await _body(request, jmsg.FILE_OP_FAILED)
@@ -351,21 +343,12 @@ async def rename_file(request: Request) -> Response:
 
 
 async def commit(request: Request) -> Response:
-    state = _state(request)
+    state = state_of(request)
     session_id = _session_id(request)
     _grant(request, session_id, write=True)
     async with _Using(state, session_id) as session:
         if not session.is_git:
-            # Asking to commit a session without history starts its history: from now on it
-            # is a git session (auto-commit too), as if it had been created with one.
-            try:
-                meta = await state.store.get_meta(session_id) or SessionMeta.new()
-                await state.store.put_meta(session_id, replace(meta, is_git_repo=True))
-            except StorageError as exc:
-                raise ApiError(
-                    503, jmsg.SESSION_UNAVAILABLE, f"storage unavailable: {exc}"
-                ) from None
-            session.is_git = True
+            raise ApiError(409, jmsg.FILE_OP_FAILED, no_history(session_id))
         try:
             outcome = await state.manager.autocommit.commit(session, force=True)
         except Exception as exc:  # logged with its traceback and counted in commit()
@@ -381,11 +364,13 @@ async def commit(request: Request) -> Response:
 
 
 async def list_history(request: Request) -> Response:
-    state = _state(request)
+    state = state_of(request)
     session_id = _session_id(request)
     _grant(request, session_id)
     try:
-        found = await history.commits(state.store, session_id, _repo_dir(state, session_id))
+        found = await git_history.commits(
+            state.store, session_id, state.settings.git_cache(session_id)
+        )
     except (StorageError, OSError) as exc:
         raise ApiError(503, jmsg.SESSION_UNAVAILABLE, f"history unavailable: {exc}") from None
     return JSONResponse(
@@ -406,10 +391,12 @@ async def list_history(request: Request) -> Response:
 
 
 async def _at_commit(request: Request, session_id: str, sha: str) -> dict[str, bytes]:
-    state = _state(request)
+    state = state_of(request)
     try:
-        return await history.files_at(state.store, session_id, _repo_dir(state, session_id), sha)
-    except history.NoSuchCommit:
+        return await git_history.files_at(
+            state.store, session_id, state.settings.git_cache(session_id), sha
+        )
+    except git_history.NoSuchCommit:
         raise ApiError(404, jmsg.GET_FAILED, f"no commit {sha[:40]!r} in this history") from None
     except (StorageError, OSError) as exc:
         raise ApiError(503, jmsg.SESSION_UNAVAILABLE, f"history unavailable: {exc}") from None
@@ -440,19 +427,19 @@ async def diff_file(request: Request) -> Response:
     sha = request.path_params["sha"]
     tree = await _at_commit(request, session_id, sha)
     old = _text(tree[path], path) if path in tree else None
-    async with _Using(_state(request), session_id) as session:
+    async with _Using(state_of(request), session_id) as session:
         now = str(session.text(path)) if session.has_file(path) else None
     if old is None and now is None:
         raise ApiError(404, jmsg.GET_FAILED, f"no file at {path!r} then or now")
     return JSONResponse(
-        {"path": path, "commit": sha, "diff": history.unified_diff(path, sha, old, now)}
+        {"path": path, "commit": sha, "diff": git_history.unified_diff(path, sha, old, now)}
     )
 
 
 async def restore(request: Request) -> Response:
     """A file (or every file) back to a commit's text, as CRDT edits of the live documents."""
     received = time.perf_counter()
-    state = _state(request)
+    state = state_of(request)
     session_id = _session_id(request)
     grant = _grant(request, session_id, write=True)
     body = await _body(request, jmsg.FILE_OP_FAILED)

@@ -111,14 +111,15 @@ class _JsonConnection:
 
     def acknowledge(self, session: Session, message: str, received: float) -> None:
         """Sends ``message`` once every edit made so far in the session is in storage."""
-        seq = session.applied_seq
-        if not self._durable or (seq <= session.durable_seq and not self._replies):
+        outbox = session.outbox
+        seq = outbox.applied_seq
+        if not self._durable or (seq <= outbox.durable_seq and not self._replies):
             self.client.send(message)
             self.state.metrics.ack_seconds.observe(time.perf_counter() - received)
             return
         self._replies.append((seq, message, received))
-        session.when_durable(seq, self._stored)
-        self.state.manager.flusher.flush_soon(session, self.state.manager.spawn)
+        outbox.when_durable(seq, self._stored)
+        self.state.manager.flusher.flush_soon(session.id, self.state.manager.spawn)
 
     def _stored(self, failure: str | None) -> None:
         session = self.session
@@ -133,7 +134,7 @@ class _JsonConnection:
             self._replies.clear()
             self.client.close(codes.RESTART, f"{failure}; reconnect")
             return
-        durable = session.durable_seq if session is not None else 0
+        durable = session.outbox.durable_seq if session is not None else 0
         while self._replies and (self._replies[0][0] or 0) <= durable:
             seq, message, received = self._replies.popleft()
             self.client.send(message)

@@ -23,10 +23,11 @@ from contract.paths import PathRefused, check_path
 from .. import yjs_protocol as yjs
 from ..client import Payload
 from ..connection import Connection
+from ..doc_schema import EMPTY_UPDATE, INDEX_DOC
 from ..manager import SessionUnavailable
 from ..ownership import NotOwner
 from ..room import Room
-from ..session import EMPTY_UPDATE, INDEX_DOC, Session, SessionMoving, UpdateRejected
+from ..session import Session, SessionMoving, UpdateRejected
 from .refusals import refuse, refuse_not_owner
 from .worker_state import WorkerState
 

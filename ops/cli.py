@@ -17,7 +17,7 @@ from router.settings import RouterSettings
 from worker.settings import Settings
 from worker.storage import StorageError
 
-from . import local, operate, transfer
+from . import admin_commands, local, transfer
 from .display import emit
 from .storage import session_store
 from .up import Up
@@ -30,7 +30,7 @@ app = typer.Typer(
 )
 
 
-app.add_typer(operate.app)
+app.add_typer(admin_commands.app)
 app.add_typer(local.app)
 
 
@@ -144,7 +144,7 @@ def operator(
     import kopf  # the CLI's other commands do not pay for kopf's import
 
     from .client import OpsError, Router
-    from .operator import OperatorConfig, run
+    from .kube_operator import OperatorConfig, run
 
     try:
         reached = Router.from_options(router)

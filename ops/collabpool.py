@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .scaling import Buffer, Policy
+from .scaling_policy import Buffer, Policy
 
 GROUP = "collab.dev"
 VERSION = "v1alpha1"

@@ -4,7 +4,7 @@ watches and patches the CollabPools and posts the Events.
 Credentials are kopf's: the same login handlers (in-cluster service account, else kubeconfig)
 give a ``kopf.ConnectionInfo``; on a 401 (a rotated service-account token) they run again once.
 Only the calls the operator makes exist here, so the RBAC Role of the chart is exactly their
-list (``ops.operator.RBAC_RULES``, checked by the chart tests and the end-to-end test).
+list (``ops.kube_operator.RBAC_RULES``, checked by the chart tests and the end-to-end test).
 """
 
 from __future__ import annotations

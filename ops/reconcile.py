@@ -1,4 +1,4 @@
-"""One reconciliation round of a CollabPool: observe, decide (``ops.scaling``), act, report.
+"""One reconciliation round of a CollabPool: observe, decide (``ops.scaling_policy``), act, report.
 
 Observed every round, never remembered: the pool's Pods (Kubernetes API) and its workers'
 state and load (a router's ``/admin/status``). Remembered only in the resource's ``status``:
@@ -37,7 +37,7 @@ from .collabpool import (
 )
 from .draining import sessions_left
 from .kube import KubeAPI, KubeError, pods_path, services_path
-from .scaling import Autoscaler, Member, Policy, WorkerState, plan
+from .scaling_policy import Autoscaler, Member, Policy, WorkerState, plan
 
 Obj = dict[str, Any]
 

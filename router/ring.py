@@ -30,19 +30,3 @@ def owner(session: str, workers: Iterable[str]) -> str | None:
         if best is None or candidate > best:
             best = candidate
     return None if best is None else best[1]
-
-
-def ranked(session: str, workers: Iterable[str]) -> list[str]:
-    """Workers in order of preference for ``session`` (the owner first)."""
-    return sorted(workers, key=lambda w: (score(w, session), w), reverse=True)
-
-
-def moved(sessions: Iterable[str], before: Iterable[str], after: Iterable[str]) -> dict[str, str]:
-    """Sessions whose owner differs between two memberships, mapped to their new owner."""
-    old, new = tuple(before), tuple(after)
-    changes: dict[str, str] = {}
-    for session in sessions:
-        target = owner(session, new)
-        if target is not None and target != owner(session, old):
-            changes[session] = target
-    return changes

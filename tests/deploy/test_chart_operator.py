@@ -23,8 +23,8 @@ from ops.collabpool import (
     headless_service,
     worker_pod,
 )
-from ops.operator import RBAC_RULES
-from ops.scaling import Buffer
+from ops.kube_operator import RBAC_RULES
+from ops.scaling_policy import Buffer
 from tests.deploy.chart_support import (
     CHART_DIR,
     CLUSTER_DOMAIN,

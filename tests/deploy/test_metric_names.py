@@ -82,9 +82,9 @@ def rendered_autoscaler_refs() -> dict[str, str]:
 
 
 def autoscaler_refs() -> dict[str, str]:
-    tree = ast.parse((ROOT / "ops/autoscale.py").read_text())
+    tree = ast.parse((ROOT / "ops/swarm_autoscaler.py").read_text())
     strings = {
-        node.value: "ops/autoscale.py"
+        node.value: "ops/swarm_autoscaler.py"
         for node in ast.walk(tree)
         if isinstance(node, ast.Constant) and isinstance(node.value, str)
     }

@@ -23,10 +23,10 @@ import httpx
 import pytest
 import websockets
 
-from ops.autoscale import members_of
 from ops.collabpool import HASH_LABEL
-from ops.operator import RBAC_RULES
-from ops.scaling import victims
+from ops.kube_operator import RBAC_RULES
+from ops.scaling_policy import victims
+from ops.swarm_autoscaler import members_of
 from tests.jsclient import js_client, requires_node
 from tests.operator.harness import TOKEN, Cluster, cluster
 from tests.pool import sessions_owned_by

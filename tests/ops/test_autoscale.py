@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ops.autoscale import Autoscaler, Policy
+from ops.swarm_autoscaler import Autoscaler, Policy
 from tests.cli import collab
 from tests.jsclient import js_client, requires_node
 from tests.pool import TOKEN, Pool, pool, sessions_owned_by

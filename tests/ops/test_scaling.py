@@ -1,4 +1,4 @@
-"""The decision engine both platforms share (`ops.scaling`), as pure functions: the buffer,
+"""The decision engine both platforms share (`ops.scaling_policy`), as pure functions: the buffer,
 min/max, the flap-free scale-down, the choice of victims and the rollout steps. `collab
 autoscale`'s own rule tests (tests/ops/test_autoscale.py) run on the same engine."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from ops.autoscale import members_of
-from ops.scaling import NO_BUFFER, Autoscaler, Buffer, Member, Policy, plan, victims
+from ops.scaling_policy import NO_BUFFER, Autoscaler, Buffer, Member, Policy, plan, victims
+from ops.swarm_autoscaler import members_of
 
 
 def policy(buffer: Buffer = NO_BUFFER, delay: float = 60) -> Policy:

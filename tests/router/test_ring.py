@@ -10,6 +10,15 @@ from router import ring
 SESSIONS = [f"session-{i}" for i in range(10_000)]
 
 
+def moved_sessions(sessions: list[str], before: list[str], after: list[str]) -> dict[str, str]:
+    """Sessions whose owner differs between two memberships, mapped to their new owner."""
+    return {
+        s: new
+        for s in sessions
+        if (new := ring.owner(s, after)) is not None and new != ring.owner(s, before)
+    }
+
+
 class TestRing:
     def test_the_owner_does_not_depend_on_the_order_workers_are_listed_in(self) -> None:
         workers = [f"w-{i}" for i in range(7)]
@@ -32,7 +41,7 @@ class TestRing:
         for n in (1, 3, 9):
             before = [f"w-{i}" for i in range(n)]
             after = [*before, "w-new"]
-            moved = ring.moved(SESSIONS, before, after)
+            moved = moved_sessions(SESSIONS, before, after)
             assert set(moved.values()) == {"w-new"}
             expected = len(SESSIONS) / (n + 1)
             assert abs(len(moved) - expected) < 0.1 * expected, (n, len(moved))
@@ -40,15 +49,8 @@ class TestRing:
     def test_removing_a_worker_moves_only_its_sessions(self) -> None:
         before = [f"w-{i}" for i in range(4)]
         after = ["w-0", "w-1", "w-3"]
-        moved = ring.moved(SESSIONS, before, after)
+        moved = moved_sessions(SESSIONS, before, after)
         assert moved
         assert all(ring.owner(s, before) == "w-2" for s in moved)
         owned = sum(1 for s in SESSIONS if ring.owner(s, before) == "w-2")
         assert len(moved) == owned
-
-    def test_ranked_puts_the_owner_first(self) -> None:
-        workers = ["a", "b", "c"]
-        for session in SESSIONS[:100]:
-            order = ring.ranked(session, workers)
-            assert order[0] == ring.owner(session, workers)
-            assert sorted(order) == workers

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.history import unified_diff
+from worker.git_history import unified_diff
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

@@ -1,7 +1,7 @@
 """The storage seam: a tiny async key/value Protocol over bytes, and its error tree.
 
 Everything clever (segments, snapshots, merge-on-read, compaction) lives above this seam in
-``worker.storage.sessions``, written once for every backend.  A backend only has to move whole
+``worker.storage.session_store``, written once for every backend.  A backend only has to move whole
 objects; that keeps the contract small enough that one test suite can pin it down for all of them.
 
 Errors raised by stores (and by the layers above them)::

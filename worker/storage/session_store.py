@@ -42,7 +42,7 @@ from contract.ids import is_name, validate_name, validate_session_id
 from contract.timefmt import iso_time
 from worker.storage.base import CorruptObject, StorageUnavailable, Store
 from worker.storage.codec import decode_segment, encode_segment
-from worker.storage.history import SessionHistory
+from worker.storage.git_and_blobs import SessionHistory
 
 __all__ = [
     "CompactResult",

@@ -1,8 +1,8 @@
 """`collab autoscale`: the worker count from live sessions, and applying it on Docker Swarm.
 
 Swarm has no autoscaler; on Kubernetes `collab operator` scales a CollabPool. Both decide with
-``ops.scaling`` (the rule, the cool-off window, the buffer and the choice of victims), so both
-platforms behave the same.
+``ops.scaling_policy`` (the rule, the cool-off window, the buffer and the choice of victims),
+so both platforms behave the same.
 
 On Swarm, scaling down removes tasks that Swarm picks (it prefers nodes with the most
 replicas), not ones we name. So the workers the autoscaler would remove (the ones holding the
@@ -23,7 +23,7 @@ import anyio
 from .client import AdminClient, OpsError
 from .display import emit
 from .draining import wait_drained
-from .scaling import Autoscaler, Decision, Member, Policy, WorkerState, victims
+from .scaling_policy import Autoscaler, Decision, Member, Policy, WorkerState, victims
 
 __all__ = ["Autoscaler", "Decision", "Loop", "Policy", "Swarm", "members_of"]
 

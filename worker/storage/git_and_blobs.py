@@ -3,7 +3,7 @@
 Binary files are content-addressed, immutable blobs. Git objects are immutable packs (objects
 first); the branch ref is the one mutable object, moved only by compare-and-swap (ref last), so
 a commit is in storage whole or not at all, and a committer that lost a race sees it and merges
-instead of overwriting (``worker.commits``).
+instead of overwriting (``worker.git_branch``).
 """
 
 from __future__ import annotations

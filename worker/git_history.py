@@ -13,7 +13,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from . import git_objects as committer
+from . import git_objects
 from .git_branch import sync_packs
 from .git_objects import CommitInfo
 from .storage import SessionStore
@@ -38,9 +38,9 @@ async def commits(
     await _synced_repo(store, session_id, repo_dir)
 
     def walk() -> list[CommitInfo]:
-        repo = committer.open_repo(repo_dir)
+        repo = git_objects.open_repo(repo_dir)
         try:
-            return committer.log(repo, ref.sha, limit)
+            return git_objects.log(repo, ref.sha, limit)
         finally:
             repo.close()
 
@@ -56,9 +56,9 @@ async def files_at(
     await _synced_repo(store, session_id, repo_dir)
 
     def read() -> dict[str, bytes]:
-        repo = committer.open_repo(repo_dir)
+        repo = git_objects.open_repo(repo_dir)
         try:
-            return committer.files_at(repo, sha)
+            return git_objects.files_at(repo, sha)
         except KeyError:
             raise NoSuchCommit(sha) from None
         finally:

@@ -18,11 +18,11 @@ import typer
 
 from contract.ids import validate_session_id
 
-from . import autoscale as scaling
+from . import swarm_autoscaler
 from .client import AdminClient, Router
 from .display import emit, run_command
 from .draining import sessions_left, wait_drained
-from .scaling import NO_BUFFER, Buffer
+from .scaling_policy import NO_BUFFER, Buffer
 from .status import render_status
 
 app = typer.Typer()
@@ -299,13 +299,15 @@ def autoscale(
     except ValueError as exc:
         typer.echo(f"collab autoscale: {exc}", err=True)
         raise typer.Exit(2) from None
-    policy = scaling.Policy(target_sessions_per_worker, minimum, maximum, scale_down_delay, buffer)
+    policy = swarm_autoscaler.Policy(
+        target_sessions_per_worker, minimum, maximum, scale_down_delay, buffer
+    )
 
     async def command(client: AdminClient) -> int:
         swarm = None
         if swarm_service is not None:
-            swarm = scaling.Swarm(swarm_service, client, drain_timeout, settle_timeout)
-        loop = scaling.Loop(policy, client, swarm, dry_run=dry_run)
+            swarm = swarm_autoscaler.Swarm(swarm_service, client, drain_timeout, settle_timeout)
+        loop = swarm_autoscaler.Loop(policy, client, swarm, dry_run=dry_run)
         return await loop.run(interval, rounds, as_json=as_json)
 
     _run("autoscale", router, command)

@@ -3,12 +3,12 @@
 Definitions, all read from the clients' histories:
 
 - A client's **outages** are the times it could not edit:
-  an editor, from each ``disconnected`` to its next ``synced`` (its edits reach the server
-  again: whatever it typed meanwhile goes in that sync);
-  a JSON client, from each ``disconnected`` or ``error`` to its next ``ack`` (or, once the
-  workload stopped writing, its next ``synced``), and from the ``send`` of an operation whose
-  ``ack`` took longer than ``stall_s`` to that ``ack`` (storage outages make acks wait without
-  breaking the connection). Overlapping outages of one client are merged.
+  from each ``disconnected`` to its next ``synced`` (an editor's edits reach the server again:
+  whatever it typed meanwhile goes in that sync; a JSON client has joined again);
+  for a JSON client also from an ``error`` to its next ``synced`` or ``ack``, and from the
+  ``send`` of an operation whose answer (``ack`` or ``error``) took longer than ``stall_s`` to
+  that answer (acknowledgements wait for storage without breaking the connection).
+  Overlapping outages of one client are merged.
 - A fault **affects** a client when one of the client's outages overlaps the fault, from its
   ``start`` to its ``end``, or begins within ``window_s`` after the ``end`` with no other fault
   started in between (effects that show only after the heal, e.g. a frozen worker that closes
@@ -43,24 +43,20 @@ class Outage:
 def outages(kind: str, events: Iterable[dict[str, Any]], stall_s: float) -> list[Outage]:
     found: list[Outage] = []
     open_at: float | None = None
-    stopped = False
     sends: dict[Any, float] = {}
+    json_client = kind == "json"
     for e in sorted(events, key=lambda e: float(e["t"])):
         t, ev = float(e["t"]), e.get("ev")
-        if ev == "stop":
-            stopped = True
-        if ev == "disconnected" or (kind == "json" and ev == "error"):
-            if open_at is None:
-                open_at = t
-            continue
-        if kind == "json" and ev == "send":
+        if json_client and ev == "send":
             sends[e.get("req")] = t
-        back = ev == "synced" if kind != "json" else (ev == "ack" or (ev == "synced" and stopped))
-        if kind == "json" and ev == "ack":
+        if json_client and ev in ("ack", "error"):
             sent = sends.pop(e.get("req"), None)
             if sent is not None and t - sent > stall_s:
                 found.append(Outage(sent, t))
-        if back and open_at is not None:
+        if ev == "disconnected" or (json_client and ev == "error"):
+            if open_at is None:
+                open_at = t
+        elif open_at is not None and (ev == "synced" or (json_client and ev == "ack")):
             found.append(Outage(open_at, t))
             open_at = None
     if open_at is not None:

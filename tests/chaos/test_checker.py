@@ -273,9 +273,9 @@ class TestRecovery:
         result = recovery(faults, {"js0": ("yjs-js", early)}, run_end=60.0)
         assert [row["recovery_s"] for row in result["faults"]] == [3.0, 1.0]
 
-    def test_a_json_client_is_back_at_its_next_acknowledgement(self) -> None:
-        """Disconnected, rejoined (synced), and editing again only at the next ack; an ack that
-        took longer than the stall bound is an outage too."""
+    def test_a_json_client_is_back_once_rejoined_and_a_slow_ack_is_an_outage(self) -> None:
+        """Disconnected until it joined again; an ack that took longer than the stall bound
+        (storage away, the connection up) is an outage from its send."""
         events = [
             {"t": 5.0, "ev": "disconnected"},
             {"t": 6.0, "ev": "synced"},
@@ -283,9 +283,13 @@ class TestRecovery:
             {"t": 7.2, "ev": "ack", "req": 3},
             {"t": 20.0, "ev": "send", "req": 4},
             {"t": 26.0, "ev": "ack", "req": 4},
+            {"t": 30.0, "ev": "send", "req": 5},
+            {"t": 30.1, "ev": "error", "req": 5, "error": "Failed to apply file operation"},
+            {"t": 31.0, "ev": "send", "req": 6},
+            {"t": 31.1, "ev": "ack", "req": 6},
         ]
         spans = outages("json", events, stall_s=2.0)
-        assert [(o.start, o.end) for o in spans] == [(5.0, 7.2), (20.0, 26.0)]
+        assert [(o.start, o.end) for o in spans] == [(5.0, 6.0), (20.0, 26.0), (30.1, 31.1)]
         faults = [{"kind": "storage_restart", "target": "storage", "start": 21.0, "end": 24.0}]
         result = recovery(faults, {"json0": ("json", events)}, run_end=60.0)
         assert result["figures"]["max"] == 2.0

@@ -449,8 +449,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ready-timeout", type=float, default=120.0)
     p.add_argument("--max-run", type=float, default=24 * 3600.0, help="stop without SIGUSR1")
     args = p.parse_args(argv)
-    if args.sessions < 1 or args.rate <= 0 or min(args.js, args.py, args.json) < 0:
-        p.error("--sessions must be ≥ 1, --rate > 0, client counts ≥ 0")
+    if args.sessions < 1 or not 0 < args.rate <= 50 or min(args.js, args.py, args.json) < 0:
+        p.error("--sessions must be ≥ 1, --rate in (0, 50], client counts ≥ 0")
+    routers = [r.strip() for r in args.routers.split(",") if r.strip()]
+    if not routers or not all(r.startswith(("ws://", "wss://")) for r in routers):
+        p.error("--routers takes ws://HOST:PORT[,ws://HOST:PORT...]")
+    if args.js + args.py + args.json == 0:
+        p.error("no clients: --js, --py and --json are all 0")
     if args.js and (shutil.which("node") is None or not (NODE_MODULES / "y-websocket").is_dir()):
         p.error(f"--js needs node on PATH and {NODE_MODULES} (npm ci in tests/js)")
     return args

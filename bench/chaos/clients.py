@@ -302,11 +302,11 @@ class JsonClient:
         self.req = 0
         self.count = 0
         self._ws: Any = None
+        self._attempt = 0  # connections since the last that joined: the backoff's exponent
         self._replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._lock = asyncio.Lock()
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
-        attempt = 0
         while not self.closed:
             code: int | None = None
             reason = ""
@@ -324,7 +324,6 @@ class JsonClient:
                         reader = tg.create_task(self._read(ws))
                         try:
                             await self._session(ws, interval, stop)
-                            attempt = 0
                         finally:
                             reader.cancel()
             except* websockets.ConnectionClosed as group:
@@ -340,8 +339,8 @@ class JsonClient:
             if self.connected:
                 self.connected = self.synced = False
                 self.history.write("disconnected", code=code, reason=reason)
-            await asyncio.sleep(backoff(attempt, self.rng))
-            attempt += 1
+            await asyncio.sleep(backoff(self._attempt, self.rng))
+            self._attempt += 1
 
     async def _read(self, ws: Any) -> None:
         async for raw in ws:
@@ -381,6 +380,7 @@ class JsonClient:
             raise _NoReply(f"getFiles refused: {listed}")
         self.synced = self.ever_synced = True
         self.history.write("synced")
+        self._attempt = 0
         while not (stop.is_set() or self.closed):
             if not await set_within(stop, interval * (0.5 + self.rng.random())):
                 await self._operation()

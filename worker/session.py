@@ -184,9 +184,21 @@ class Session:
     # --- edits -----------------------------------------------------------------------------
 
     def apply_client_update(
-        self, name: str, update: bytes, origin: Client, frame: bytes | None = None
+        self,
+        name: str,
+        update: bytes,
+        origin: Client,
+        frame: bytes | None = None,
+        *,
+        lists: bool = True,
     ) -> None:
-        """Applies a Yjs update from a client of either protocol, or raises UpdateRejected."""
+        """Applies a Yjs update from a client of either protocol, or raises UpdateRejected.
+
+        ``lists``: an edit of a document that is not a file yet makes it one (a Yjs editor
+        that opens a new path). A JSON ``yjsUpdate`` passes False: its ``docId`` is any
+        shared document (the original's example calls one ``'document-id'``), a file only if
+        it names one; otherwise it is kept and relayed but never listed or committed.
+        """
         self._check_writable()
         if update == EMPTY_UPDATE:
             return  # e.g. a fresh editor's sync step 2: nothing to apply, store or relay
@@ -202,7 +214,7 @@ class Session:
         self.metrics.updates_received.inc()
         self.metrics.update_bytes.inc(len(update))
         self._commit_update(name, update, origin.user_id, origin, frame)
-        if name not in self._listed:
+        if lists and name not in self._listed:
             self.ensure_listed(name, origin.user_id)
 
     @contextmanager

@@ -127,7 +127,7 @@ class TestFiles:
             assert api.checked >= 10
 
     async def test_bad_requests_get_clear_errors_and_change_nothing(self, tmp_path: Path) -> None:
-        async with api_pool(tmp_path) as (_p, api):
+        async with api_pool(tmp_path) as (p, api):
             await api.call("PUT", "/api/sessions/s-bad/files/a.txt", {"content": "kept"})
             cases = [
                 ("PUT", "/api/sessions/s-bad/files/.git/config", {"content": "x"}, 400),
@@ -146,8 +146,20 @@ class TestFiles:
             big = "x" * (4 * 1024 * 1024 + 10)
             too_big = await api.call("PUT", "/api/sessions/s-bad/files/a.txt", {"content": big})
             assert too_big.status_code == 413
+            assert too_big.json()["error"] == "Invalid message format"
             read = await api.call("GET", "/api/sessions/s-bad/files/a.txt")
             assert read.json()["content"] == "kept"
+            # A new session's oversize body, at the router and at a worker directly: 413 says
+            # what is wrong with the body, never "Session not found".
+            worker = next(iter(p.workers.values()))
+            async with httpx.AsyncClient() as http:
+                for base in (p.http, f"http://127.0.0.1:{worker.port}"):
+                    r = await http.post(
+                        f"{base}/api/sessions", content=b'{"id": "' + big.encode() + b'"}'
+                    )
+                    assert r.status_code == 413, (base, r.text)
+                    assert r.json()["error"] == "Invalid message format", (base, r.text)
+                    assert "byte limit" in r.json()["reason"]
 
     async def test_a_put_is_a_crdt_edit_so_concurrent_typing_survives(self, tmp_path: Path) -> None:
         async with api_pool(tmp_path) as (p, api):

@@ -46,6 +46,8 @@ class TestOneState:
         ):
             await j.join("s-jy", "alice")
             await other.join("s-jy", "bob")
+            await j.file_op(type="create", path="a.txt", content="")
+            await other.recv("fileOperation")
             await j.send(
                 {
                     "type": "yjsUpdate",
@@ -56,6 +58,32 @@ class TestOneState:
             relayed = await other.recv("yjsUpdate")
             assert relayed["userId"] == "alice" and relayed["data"]["docId"] == "a.txt"
             assert await j.get_file("a.txt") == "from a JSON client's own Y.Doc"
+
+    async def test_a_yjs_update_whose_doc_id_is_no_file_is_a_document_never_a_file(
+        self, worker: RunningWorker
+    ) -> None:
+        """The original's example sends ``docId: 'document-id'``: such a document is kept and
+        relayed to the session's other clients, but it is not listed as a file, getFile finds
+        no file there, and it is never committed (only listed files are)."""
+        from pycrdt import Doc, Text
+
+        source = Doc()
+        source.get("content", type=Text).insert(0, "shared state, not a file")
+        update = list(source.get_update())
+        async with JsonClient.connect(worker.url) as j, JsonClient.connect(worker.url) as other:
+            await j.join("s-docid", "alice")
+            await other.join("s-docid", "bob")
+            await j.file_op(type="create", path="real.txt", content="a file")
+            await other.recv("fileOperation")
+            await j.send({"type": "yjsUpdate", "data": {"docId": "document-id", "update": update}})
+            relayed = await other.recv("yjsUpdate")
+            assert relayed["data"] == {"docId": "document-id", "update": update}
+            assert await j.get_files() == ["real.txt"]
+            session = worker.manager.sessions["s-docid"]
+            texts, blobs = session.snapshot_files()
+            assert set(texts) == {"real.txt"} and not blobs
+            assert str(session.text("document-id")) == "shared state, not a file"
+            assert await j.get_file("document-id") is None  # as for any path that is no file
 
     async def test_a_json_update_keeps_an_editors_unrelated_text(
         self, worker: RunningWorker

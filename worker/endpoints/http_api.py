@@ -106,13 +106,16 @@ def _path(raw: object, error: str) -> str:
         raise ApiError(400, error, f"invalid path: {exc}") from None
 
 
-async def _body(request: Request, error: str) -> dict[str, Any]:
+async def _body(request: Request) -> dict[str, Any]:
+    """The request's JSON object; 413 past MAX_MESSAGE_BYTES, 400 when it is not one."""
     limit = state_of(request).settings.max_message_bytes
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
         if len(data) > limit:
-            raise ApiError(413, error, f"body exceeds the {limit}-byte limit (MAX_MESSAGE_BYTES)")
+            raise ApiError(
+                413, jmsg.INVALID_FORMAT, f"body exceeds the {limit}-byte limit (MAX_MESSAGE_BYTES)"
+            )
     try:
         body = orjson.loads(bytes(data)) if data else {}
     except orjson.JSONDecodeError:
@@ -212,7 +215,7 @@ async def list_sessions(request: Request) -> Response:
 
 
 async def create_session(request: Request) -> Response:
-    body = await _body(request, jmsg.SESSION_NOT_FOUND)
+    body = await _body(request)
     raw = body.get("id")
     session_id = raw if raw is not None else f"s-{secrets.token_hex(4)}"
     if not isinstance(session_id, str) or not is_name(session_id):
@@ -277,7 +280,7 @@ async def write_file(request: Request) -> Response:
     session_id = _session_id(request)
     grant = _grant(request, session_id, write=True)
     path = _path(request.path_params["path"], jmsg.FILE_OP_FAILED)
-    body = await _body(request, jmsg.FILE_OP_FAILED)
+    body = await _body(request)
     content, base = body.get("content"), body.get("base")
     if not isinstance(content, str):
         raise ApiError(400, jmsg.FILE_OP_FAILED, "'content' must be a string")
@@ -325,7 +328,7 @@ async def rename_file(request: Request) -> Response:
     state = state_of(request)
     session_id = _session_id(request)
     grant = _grant(request, session_id, write=True)
-    body = await _body(request, jmsg.FILE_OP_FAILED)
+    body = await _body(request)
     old = _path(body.get("from"), jmsg.FILE_OP_FAILED)
     new = _path(body.get("to"), jmsg.FILE_OP_FAILED)
     async with _Using(state, session_id) as session:
@@ -442,7 +445,7 @@ async def restore(request: Request) -> Response:
     state = state_of(request)
     session_id = _session_id(request)
     grant = _grant(request, session_id, write=True)
-    body = await _body(request, jmsg.FILE_OP_FAILED)
+    body = await _body(request)
     sha = body.get("commit")
     if not isinstance(sha, str):
         raise ApiError(400, jmsg.FILE_OP_FAILED, "'commit' must be a commit id")

@@ -197,7 +197,7 @@ class _JsonConnection:
                 raise jmsg.MessageError(jmsg.UPDATE_FAILED, f"invalid docId: {exc}") from None
             update = jmsg.update_bytes(data.get("update"))
             try:
-                session.apply_client_update(doc_id, update, self.client)
+                session.apply_client_update(doc_id, update, self.client, lists=False)
             except UpdateRejected as exc:
                 raise jmsg.MessageError(jmsg.UPDATE_FAILED, f"corrupt Yjs update: {exc}") from None
         elif kind == "getFiles":

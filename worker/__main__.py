@@ -29,6 +29,9 @@ def run(settings: Settings) -> None:
             await state.manager.handoff.drain(settings.drain_timeout_ms / 1000)
 
     anyio.run(serve, server, drain, backend_options={"use_uvloop": True})
+    proof = getattr(app.state, "conditional_writes", None)
+    if proof is not None and proof.refused is not None:
+        raise SystemExit(3)  # logged as storage_refused: the store ignores conditional writes
 
 
 def main() -> None:

@@ -19,13 +19,14 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    """One real S3 server process (moto) for the whole run."""
+    """One real S3 server process (SeaweedFS) for the whole run."""
     with start_s3_server() as server:
         yield server
 
 
 def storage_env(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
-    """Environment for a worker process on ``backend``: "local", "s3" (moto) or "minio"."""
+    """Environment for a worker process on ``backend``: "local", "s3" (SeaweedFS) or "minio"
+    (any S3 named by MINIO_TEST_*)."""
     if backend == "local":
         return {"STORAGE_DIR": str(tmp_path / "storage")}
     bucket = f"t-{uuid.uuid4().hex[:16]}"

@@ -110,8 +110,8 @@ async def s3_behind_proxy(
     store_kwargs: dict[str, Any],
 ) -> AsyncIterator[tuple[dict[str, str], TcpProxy]]:
     """A worker's MINIO_* environment reaching the S3 server of ``store_kwargs`` through a
-    proxy, and the proxy: cutting it is an outage that keeps what was stored (a restarted
-    moto keeps nothing)."""
+    proxy, and the proxy: cutting it is an outage of the path alone (the server keeps running,
+    with what it stored), a fault stopping the server cannot show."""
     async with tcp_proxy(store_kwargs["endpoint"], store_kwargs["port"]) as proxy:
         through = {**store_kwargs, "endpoint": "127.0.0.1", "port": proxy.port}
         yield s3_env(through), proxy

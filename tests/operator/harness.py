@@ -1,5 +1,5 @@
 """A whole pool on loopback under the real operator: the emulated API server, the stand-in
-kubelet, a real router (in this event loop, its DNS answered by the kubelet), S3 (moto) and
+kubelet, a real router (in this event loop, its DNS answered by the kubelet), S3 (SeaweedFS) and
 `collab operator` as a subprocess that tests can stop, kill and start again."""
 
 from __future__ import annotations

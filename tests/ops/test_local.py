@@ -109,8 +109,8 @@ class TestSelfDrain:
 
     @pytest.mark.s3
     async def test_gives_up_at_the_timeout_naming_what_is_left(self, tmp_path: Path) -> None:
-        # Storage is cut with a proxy, not by stopping moto: a restarted moto is empty, and
-        # what was acknowledged before the cut is stored and must stay so.
+        # Storage is cut with a proxy (the S3 server runs on, with what it stored): what was
+        # acknowledged before the cut is stored and must stay so.
         with start_s3_server() as s3:
             async with s3_behind_proxy(s3.store_kwargs("prestop-timeout")) as (env, cut):
                 async with pool(tmp_path, 1, env) as p, JsonClient.connect(p.url) as j:

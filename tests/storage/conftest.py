@@ -1,8 +1,8 @@
 """Fixtures for the storage contract: a fresh store per test, on every backend.
 
-``store`` is parametrized over every backend we can run here: the local directory store, a moto
-S3 server (the session-wide ``s3_server`` of tests/conftest.py, through ``MinioStore``), and a
-real MinIO when ``MINIO_TEST_ENDPOINT`` is set.
+``store`` is parametrized over every backend we can run here: the local directory store, a
+SeaweedFS S3 server (the session-wide ``s3_server`` of tests/conftest.py, through
+``MinioStore``), and a real MinIO (or any S3) when ``MINIO_TEST_ENDPOINT`` is set.
 """
 
 from __future__ import annotations

@@ -12,9 +12,8 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import pytest
-from miniopy_async.error import InvalidResponseError
 
-from tests.s3server import S3Server, free_port, start_s3_server
+from tests.s3server import start_s3_server
 from tests.storage.conftest import fresh_bucket
 from worker.storage import (
     InstrumentedStore,
@@ -48,36 +47,6 @@ def _http_reply(status: str, content_type: str, body: bytes) -> bytes:
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode() + body
-
-
-# moto (5.2.x) closes the buffer of an object it replaces (``_VersionedKeyStore.setlist`` calls
-# ``FakeKey.dispose()``) while another request thread may still be serving that object: the GET
-# then dies in ``FakeKey.etag`` / ``FakeKey.value`` with this error and werkzeug answers HTTP 500
-# with its HTML error page.  Real S3 and MinIO serve the old version whole instead.  See
-# docs/storage.md, "Overwrites and concurrent readers".
-_MOTO_CLOSED_BUFFER = b"ValueError: I/O operation on closed file."
-
-
-def _moto_server(request: pytest.FixtureRequest) -> S3Server | None:
-    """The moto server when this test runs on the "s3" (moto) backend, else None."""
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is None or callspec.params.get("store") != "s3":
-        return None
-    server: S3Server = request.getfixturevalue("s3_server")
-    return server
-
-
-def _moto_log(server: S3Server) -> bytes:
-    """All of moto's output so far (``S3Server.log()`` keeps only its tail)."""
-    path = server._log_path
-    return b"" if path is None or not path.exists() else path.read_bytes()
-
-
-def _is_moto_crash(exc: StorageUnavailable) -> bool:
-    """An unhandled exception inside moto: HTTP 500 with werkzeug's HTML page, not an S3 error."""
-    return isinstance(exc.cause, InvalidResponseError) and str(exc.cause).startswith(
-        "non-XML response from server; Response code: 500, Content-Type: text/html"
-    )
 
 
 class TestStoreContract:
@@ -152,41 +121,21 @@ class TestStoreContract:
                 await store.list(prefix)
         assert await store.list("") == []
 
-    async def test_put_is_atomic_for_concurrent_readers(
-        self, store: Store, request: pytest.FixtureRequest
-    ) -> None:
-        """A reader racing overwrites sees one whole version, never a torn mix or a prefix.
-
-        On the moto backend only, a read may instead fail with moto's own crash (HTTP 500, see
-        ``_MOTO_CLOSED_BUFFER``): such a read returned nothing, so it cannot be torn.  It is
-        retried, and the test checks moto's log for exactly that many crashes, each of them the
-        known one; any other failure, on any backend, still fails the test.
-        """
-        moto = _moto_server(request)
-        log_start = len(_moto_log(moto)) if moto is not None else 0
+    async def test_put_is_atomic_for_concurrent_readers(self, store: Store) -> None:
+        """A reader racing overwrites sees one whole version, never a torn mix or a prefix."""
         size = 512 * 1024
         versions = [bytes([i]) * size for i in range(1, 6)]
         await store.put("atomic/obj", versions[0])
         seen: set[bytes] = set()
-        whole_reads = 0
-        moto_crashes = 0
         done = anyio.Event()
 
         async def reader() -> None:
-            nonlocal whole_reads, moto_crashes
             while not done.is_set():
-                try:
-                    data = await store.get("atomic/obj")
-                except StorageUnavailable as exc:
-                    if moto is None or not _is_moto_crash(exc):
-                        raise
-                    moto_crashes += 1
-                    continue
+                data = await store.get("atomic/obj")
                 assert data in versions, "a reader saw a partial or mixed object: " + (
                     "None" if data is None else f"{len(data)} bytes, {set(data[:4096])}"
                 )
                 seen.add(data[:1])
-                whole_reads += 1
 
         async def writer() -> None:
             for version in versions * 2:
@@ -199,18 +148,6 @@ class TestStoreContract:
             tg.start_soon(writer)
         assert seen
         assert await store.list("atomic/") == ["atomic/obj"]  # no temp files leak into listings
-        if moto is not None and moto_crashes:
-            assert whole_reads > moto_crashes
-            for _ in range(100):  # werkzeug sends the 500 first and logs the traceback after it
-                if _moto_log(moto)[log_start:].count(_MOTO_CLOSED_BUFFER) >= moto_crashes:
-                    break
-                await anyio.sleep(0.05)
-            log = _moto_log(moto)[log_start:].decode(errors="replace")
-            assert (
-                log.count("Error on request:")
-                == log.count(_MOTO_CLOSED_BUFFER.decode())
-                == moto_crashes
-            ), f"moto crashed {moto_crashes} reads, not all with the known race:\n{log[-4000:]}"
 
     async def test_large_object_round_trips(self, store: Store) -> None:
         """Objects above S3's 5 MiB part size (multipart upload) read back whole."""
@@ -362,10 +299,8 @@ class TestLocalStore:
 @pytest.mark.s3
 class TestMinioStoreFailures:
     async def test_dead_server_raises_storage_unavailable_then_recovers(self) -> None:
-        """Every op fails fast with StorageUnavailable while S3 is down, and works once it is back.
-
-        moto loses its data on restart; the store re-creates its bucket by itself.
-        """
+        """Every op fails fast with StorageUnavailable while S3 is down, and works once it is
+        back, with what was stored before the outage."""
         with start_s3_server() as server:
             store = MinioStore(**server.store_kwargs(fresh_bucket()))
             try:
@@ -386,7 +321,7 @@ class TestMinioStoreFailures:
                 assert time.monotonic() - started < 5
                 await server.astart()
                 await store.check()
-                assert await store.get("k") is None  # a restarted moto is empty
+                assert await store.get("k") == b"v"
                 await store.put("k", b"again")
                 assert await store.get("k") == b"again"
             finally:
@@ -460,41 +395,51 @@ class TestMinioStoreFailures:
             finally:
                 await store.aclose()
 
-    def test_moto_closes_a_replaced_object_under_its_reader(self) -> None:
-        """The emulator behaviour test_put_is_atomic_for_concurrent_readers tolerates, shown
-        deterministically in-process: a GET that looked an object up before an overwrite finds
-        its buffer closed.  When moto stops doing this, drop the tolerance there."""
-        from moto.s3.models import s3_backends
-
-        backend = s3_backends["000000000042"]["aws"]
-        bucket = fresh_bucket()
-        backend.create_bucket(bucket, "us-east-1")
-        try:
-            backend.put_object(bucket, "k", b"\x01" * 1024)
-            held = backend.get_object(bucket, "k")  # what moto's GET handler holds
-            assert held is not None
-            backend.put_object(bucket, "k", b"\x02" * 1024)  # the overwrite disposes it
-            with pytest.raises(ValueError, match="closed file"):
-                _ = held.value
-            current = backend.get_object(bucket, "k")
-            assert current is not None and current.value == b"\x02" * 1024
-        finally:
-            backend.delete_object(bucket, "k")
-            backend.delete_bucket(bucket)
-
     def test_endpoint_must_be_a_host(self) -> None:
         """A URL in MINIO_ENDPOINT is a configuration mistake, reported at construction."""
         with pytest.raises(ValueError, match="bare host"):
             MinioStore("http://minio:9000", 9000, "b", "k", "s", False)
 
-    def test_s3_server_restarts_on_the_same_port(self) -> None:
-        """The helper the worker tests use: stop and start keep the address."""
-        port = free_port()
-        with start_s3_server(port=port) as server:
-            server.stop()
-            assert not server.running
-            server.start()
-            assert server.running and server.port == port
+    async def test_s3_server_restarts_on_the_same_port_with_its_objects(self) -> None:
+        """The helper the worker tests use: stop and start keep the address and the data."""
+        with start_s3_server() as server:
+            port = server.port
+            store = MinioStore(**server.store_kwargs(fresh_bucket()))
+            try:
+                await store.put("kept", b"across the restart")
+                await server.astop()
+                assert not server.running
+                await server.astart()
+                assert server.running and server.port == port
+                assert await store.get("kept") == b"across the restart"
+            finally:
+                await store.aclose()
+
+    async def test_s3_server_keeps_a_data_dir_it_was_given(self, tmp_path: Path) -> None:
+        """A caller's data directory outlives the server object: a new server on it (another
+        port, another process) serves what the first one stored."""
+        bucket = fresh_bucket()
+        with start_s3_server(data_dir=tmp_path / "s3") as first:
+            store = MinioStore(**first.store_kwargs(bucket))
+            try:
+                await store.put("kept", b"by the first server")
+            finally:
+                await store.aclose()
+        assert (tmp_path / "s3").is_dir()
+        with start_s3_server(data_dir=tmp_path / "s3") as second:
+            store = MinioStore(**second.store_kwargs(bucket))
+            try:
+                assert await store.get("kept") == b"by the first server"
+            finally:
+                await store.aclose()
+
+    def test_s3_server_runs_under_its_exec_prefix(self) -> None:
+        """``exec_prefix`` is the argv the server runs under (``ip netns exec NAME`` in the
+        chaos harness; ``env`` here, which leaves its mark in the server's environment)."""
+        with start_s3_server(exec_prefix=["env", "S3SERVER_PREFIXED=yes"]) as server:
+            assert server._process is not None
+            environ = Path(f"/proc/{server._process.pid}/environ").read_bytes().split(b"\0")
+            assert b"S3SERVER_PREFIXED=yes" in environ
 
 
 @asynccontextmanager

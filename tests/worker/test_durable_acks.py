@@ -19,7 +19,7 @@ ROUNDS = 20
 
 @pytest.fixture
 def own_s3() -> Iterator[S3Server]:
-    """A moto server of this test's own, so stopping it affects nobody else."""
+    """A SeaweedFS of this test's own, so stopping it affects nobody else."""
     with start_s3_server() as server:
         yield server
 

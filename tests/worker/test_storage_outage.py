@@ -26,7 +26,7 @@ pytestmark = pytest.mark.s3
 
 @pytest.fixture
 def own_s3() -> Iterator[S3Server]:
-    """A moto server of this test's own, so stopping it affects nobody else."""
+    """A SeaweedFS of this test's own, so stopping it affects nobody else."""
     with start_s3_server() as server:
         yield server
 
@@ -120,8 +120,8 @@ class TestStorageDownWhileServing:
                 assert float(age[0].split()[1]) >= 1.0
                 with pytest.raises(TimeoutError):
                     await j.recv("fileOperationSuccess", timeout=0.3)  # not stored: no answer
-                # Storage comes back (empty: moto keeps nothing across restarts), well within
-                # the lease (LEASE_TTL_MS), so this worker kept serving all along.
+                # Storage comes back (with what it stored before), well within the lease
+                # (LEASE_TTL_MS), so this worker kept serving all along.
                 await own_s3.astart()
                 await j.recv("fileOperationSuccess", timeout=20)
                 await wait_until(

@@ -5,7 +5,7 @@ Two questions from "one live owner per session, and success means stored":
 1. What does a durable acknowledgement cost? JSON clients send ``fileOperation`` updates one
    after another (each waits for its ``fileOperationSuccess``); the client-side latency is
    measured with ``ACK_MODE=applied`` (answered at once, the old behaviour) and ``durable``
-   (answered once stored), on the embedded store and on S3 (a moto server process), side by
+   (answered once stored), on the embedded store and on S3 (a SeaweedFS process), side by
    side in one run. Storage PUTs per acknowledged operation show the group commit.
 2. What does ownership cost in steady state? A worker holds N live sessions with one client
    each and nobody types; storage requests per second over the idle window, for two N.
@@ -162,7 +162,7 @@ async def main(args: argparse.Namespace) -> None:
     with start_s3_server() as s3, tempfile.TemporaryDirectory() as tmp:
         backends = {
             "embedded": lambda name: {"STORAGE_DIR": str(Path(tmp) / name)},
-            "s3 (moto)": lambda name: s3_env(s3, name),
+            "s3 (SeaweedFS)": lambda name: s3_env(s3, name),
         }
         rows = []
         for backend, env_for in backends.items():
@@ -177,7 +177,7 @@ async def main(args: argparse.Namespace) -> None:
         idle = []
         for n in args.sessions:
             say(f"idle: {n} live sessions, {args.window:.0f} s")
-            idle.append(await idle_cost(backends["s3 (moto)"](f"idle{n}"), n, args.window))
+            idle.append(await idle_cost(backends["s3 (SeaweedFS)"](f"idle{n}"), n, args.window))
     print(report(rows, idle, args))
 
 

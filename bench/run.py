@@ -3,7 +3,7 @@
     python -m bench.run                       # all shapes, worker + pycrdt + hocuspocus, 10 s each
     python -m bench.run --servers pycrdt,hocuspocus --duration 30
     python -m bench.run --server '{"name": "mine", "cmd": "...", "url": "ws://127.0.0.1:{port}/yjs"}'
-    python -m bench.run --servers worker,worker-s3 --shapes rooms      # S3 (moto) against embedded
+    python -m bench.run --servers worker,worker-s3 --shapes rooms      # S3 (SeaweedFS) vs embedded
     python -m bench.run --servers worker-s3 --shapes sizing --duration 30   # operations.md sizing
 
 Each (shape, server) pair gets a freshly started server, so no run inherits another's rooms or
@@ -299,11 +299,12 @@ def _ensure_node_modules() -> None:
 
 
 @contextmanager
-def s3_server(needed: bool, kind: str = "keepalive") -> Iterator[dict[str, str]]:
-    """Template values for servers on S3: the real MinIO named by MINIO_TEST_* when set, else
-    moto started here as its own process (its CPU is not the server's): ``keepalive`` serves
-    moto's app on uvicorn, which keeps connections alive as MinIO does; ``moto`` is
-    ``moto_server`` itself, which closes every connection (a new TCP connection per request)."""
+def s3_server(needed: bool, kind: str = "seaweedfs") -> Iterator[dict[str, str]]:
+    """Template values for servers on S3: the real MinIO (or any S3) named by MINIO_TEST_* when
+    set, else an S3 server started here as its own process (its CPU is not the server's):
+    ``seaweedfs``, a real object store (tests/s3server.py), or ``moto``, the emulator the
+    earlier figures in docs/benchmarks.md were measured on (its app on uvicorn, connections
+    kept alive: tests/moto_keepalive.py; moto is not among the test extras)."""
     if not needed:
         yield {}
         return
@@ -312,10 +313,17 @@ def s3_server(needed: bool, kind: str = "keepalive") -> Iterator[dict[str, str]]
 
         yield _s3_values(minio_test_kwargs("unused"))
         return
+    if kind == "moto":
+        from tests.moto_keepalive import start_moto_server
+
+        say("starting an S3 server (moto, keep-alive)")
+        with start_moto_server() as kwargs:
+            yield _s3_values(kwargs)
+        return
     from tests.s3server import start_s3_server
 
-    say(f"starting an S3 server (moto, {kind})")
-    with start_s3_server(keep_alive=kind == "keepalive") as s3:
+    say("starting an S3 server (SeaweedFS)")
+    with start_s3_server() as s3:
         yield _s3_values(s3.store_kwargs("unused"))
 
 
@@ -367,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shapes", default=",".join(DEFAULT_SHAPES), help=f"of {', '.join(SHAPES)}")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per shape")
     p.add_argument("--window", type=int, default=8, help="in-flight updates per max-rate writer")
-    p.add_argument("--s3", default="keepalive", choices=("keepalive", "moto"), help="S3 emulator")
+    p.add_argument("--s3", default="seaweedfs", choices=("seaweedfs", "moto"), help="S3 server")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     a = p.parse_args(argv)
 

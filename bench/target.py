@@ -3,8 +3,8 @@
 Templates may use `{port}`, `{tmpdir}` (a fresh directory per start), `{python}` (this
 interpreter), `{bindir}` (its directory: the venv's scripts) and `{root}` (the repository); a
 server whose environment uses `{s3_endpoint}`, `{s3_port}`, `{s3_access_key}`, `{s3_secret_key}`
-and `{s3_secure}` gets the S3 server `bench.run` starts (moto as its own process, or the real
-MinIO named by `MINIO_TEST_ENDPOINT`), a fresh bucket per start.
+and `{s3_secure}` gets the S3 server `bench.run` starts (SeaweedFS as its own process, or the
+real MinIO named by `MINIO_TEST_ENDPOINT`), a fresh bucket per start.
 Add a server without touching code with
 `python -m bench.run --server '{"name": ..., "cmd": ..., "url": ..., "framing": ..., "env": {}}'`.
 """

@@ -135,7 +135,6 @@ async def _play(
             await asyncio.wait_for(injector.play(schedule), options.duration + 60)
         finally:
             await injector.heal_all()
-            injector.close()
         say("every fault healed; waiting for every process to be ready")
         try:
             await cluster.wait_ready(HEALTHY_AGAIN_S)
@@ -151,6 +150,7 @@ async def _play(
         say(f"workload exited: {result['workload_exit']}")
         return result
     finally:
+        injector.close()
         monitor.cancel()
         stop_sampling.set()
         await workload.terminate(5)

@@ -58,7 +58,7 @@ class TestSlowClients:
                     room = worker.manager.sessions["s-slow"].rooms["a.txt"]
                     await wait_until(lambda: len(room.clients) == 2, what="stalled client gone")
                     # Nothing buffered anywhere beyond the allowance.
-                    assert all(c._buffered <= limit for c in room.clients)
+                    assert all(c.transport.get_write_buffer_size() <= limit for c in room.clients)
             finally:
                 stalled.transport.abort() if hasattr(stalled, "transport") else None
                 sock.close()

@@ -22,7 +22,7 @@ def stored_files(root: Path) -> dict[str, bytes]:
 async def settled(worker: RunningWorker) -> None:
     """Waits until the worker holds nothing unflushed, so storage reflects every edit so far."""
     await wait_until(
-        lambda: all(not s.dirty for s in worker.manager.sessions.values()), what="flushed"
+        lambda: all(not s.outbox.dirty for s in worker.manager.sessions.values()), what="flushed"
     )
 
 

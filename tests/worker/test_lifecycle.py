@@ -18,6 +18,7 @@ from tests.support import (
     settings_for,
     wait_until,
 )
+from worker.departure import IDLE
 from worker.settings import StorageSettings
 from worker.storage import LocalStore, SessionStore
 
@@ -212,7 +213,9 @@ async def test_worker_metrics_and_health(worker: RunningWorker) -> None:
     async with JsonClient.connect(worker.url) as c, httpx.AsyncClient() as http:
         await c.join("s-metrics", "alice")
         await c.file_op(type="create", path="a.txt", content="x")
-        await wait_until(lambda: not worker.manager.sessions["s-metrics"].dirty, what="flush")
+        await wait_until(
+            lambda: not worker.manager.sessions["s-metrics"].outbox.dirty, what="flush"
+        )
         health = await http.get(f"{worker.http}/healthz")
         assert health.status_code == 200 and health.json()["status"] == "ok"
         text = (await http.get(f"{worker.http}/metrics")).text
@@ -291,7 +294,7 @@ class TestOperationsLog:
                 ]
                 await y.insert(0, "typed")
             # Unloading writes the open edit burst.
-            await worker.manager.unload(worker.manager.sessions["s-log"])
+            await worker.manager.leave(worker.manager.sessions["s-log"], IDLE)
         log = await reader.read_log("s-log")
         bursts = [e for e in log if e["op"] == "edit" and e["path"] == "b.txt"]
         assert len(bursts) == 1 and bursts[0]["bytes"] > 0 and bursts[0]["worker"] == "w-test"

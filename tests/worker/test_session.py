@@ -13,8 +13,8 @@ from pycrdt import Doc, Map, Text
 
 from tests.support import Editor, buffering_client, drain, end_of_turn
 from worker import yjs_protocol as yjs
-from worker.metrics import WorkerMetrics
 from worker.doc_schema import EMPTY_UPDATE, INDEX_DOC
+from worker.metrics import WorkerMetrics
 from worker.session import Session, SessionMoving, UpdateRejected
 
 CORRUPT = b"\x01\x02\x03"  # a struct count, then the buffer ends: pycrdt cannot decode it

@@ -125,7 +125,7 @@ class TestStorageDownWhileServing:
                 await own_s3.astart()
                 await j.recv("fileOperationSuccess", timeout=20)
                 await wait_until(
-                    lambda: not worker.manager.sessions["s-out"].dirty,
+                    lambda: not worker.manager.sessions["s-out"].outbox.dirty,
                     timeout=40,
                     what="backlog written",
                 )

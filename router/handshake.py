@@ -4,7 +4,8 @@ The router reads a client's upgrade (to route on its path and check its token), 
 itself on the JSON protocol (it must read the join before it can route), passes it on to a
 worker on the Yjs protocol, and checks the worker's answer as a client must (RFC 6455 §4.1).
 Heads are parsed by the shared edge (``contract.edge.heads``: websockets' HTTP/1.1 parser, the
-size limit, one value for a header that must have one).
+size limit, one value for a header that must have one); the few heads the router writes
+itself are plain strings (docs/benchmarks.md, "One codec for heads").
 """
 
 from __future__ import annotations
@@ -12,17 +13,16 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.utils import accept_key, generate_key
 
 from contract.edge.heads import (
+    INTERNAL_PREFIX,
     HeadError,
     head_end,
     parse_request,
     parse_response,
     single,
-    without_internal,
 )
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "upgrade_request",
 ]
 
+_INTERNAL = INTERNAL_PREFIX.encode()
 # Headers the router reads or passes on by name: each must come once (else 400).
 _SINGLE = ("Host", "Origin", "User-Agent", "Sec-WebSocket-Version", "Sec-WebSocket-Key")
 
@@ -80,13 +81,19 @@ class Upgrade:
             if entry.strip()
         ]
 
-    def forwarded(self, extra: tuple[tuple[str, str], ...]) -> bytes:
-        """This request as the router passes it on: the client's own ``X-Collab-*`` headers
-        removed (only a router speaks for a router), ``extra`` headers added."""
-        headers = without_internal(self.request.headers)
-        for name, value in extra:
-            headers[name] = value
-        return Request(self.request.path, headers).serialize()
+    def forwarded(self, head: bytes, extra: tuple[tuple[str, str], ...]) -> bytes:
+        """``head`` (this request's, as the client sent it) as the router passes it on: the
+        client's own ``X-Collab-*`` lines removed (only a router speaks for a router),
+        ``extra`` headers added. Built from the bytes, not re-serialized: cheaper per
+        connection, and the worker sees the client's head as it was."""
+        lines = head[: self.size - 4].split(b"\r\n")
+        kept = [lines[0], *(line for line in lines[1:] if not _is_internal(line))]
+        added = [f"{name}: {value}".encode() for name, value in extra]
+        return b"\r\n".join([*kept, *added]) + b"\r\n\r\n"
+
+
+def _is_internal(line: bytes) -> bool:
+    return line[: len(_INTERNAL)].lower() == _INTERNAL
 
 
 def read_upgrade(head: bytes) -> Upgrade:
@@ -109,16 +116,11 @@ def read_upgrade(head: bytes) -> Upgrade:
 
 def switching_protocols(key: str, subprotocol: str | None = None) -> bytes:
     """The 101 answer; ``subprotocol`` (one the client offered) is selected when given."""
-    headers = Headers(
-        [
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", accept_key(key)),
-        ]
-    )
-    if subprotocol:
-        headers["Sec-WebSocket-Protocol"] = subprotocol
-    return Response(101, "Switching Protocols", headers).serialize()
+    selected = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
+    return (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept_key(key)}\r\n{selected}\r\n"
+    ).encode()
 
 
 def upgrade_request(
@@ -126,17 +128,16 @@ def upgrade_request(
 ) -> tuple[bytes, str]:
     """An opening handshake of our own to a worker, and the accept value to expect."""
     key = generate_key()
-    headers = Headers(
-        [
-            ("Host", host),
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Key", key),
-            ("Sec-WebSocket-Version", "13"),
-            *forwarded,
-        ]
-    )
-    return Request(target, headers).serialize(), accept_key(key)
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+        *(f"{name}: {value}" for name, value in forwarded),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode(), accept_key(key)
 
 
 @dataclass(frozen=True)

@@ -316,7 +316,8 @@ class Proxy:
 
     async def _route_yjs(self, client: Side, upgrade: Upgrade, session: str) -> None:
         request = upgrade.forwarded(
-            (("X-Forwarded-For", client.peer_ip), (ROUTER_HEADER, self.settings.router_id))
+            bytes(client.buffer[: upgrade.size]),
+            (("X-Forwarded-For", client.peer_ip), (ROUTER_HEADER, self.settings.router_id)),
         )
         accept = handshake.accept_key(upgrade.key)
         try:

@@ -8,8 +8,9 @@ WebSockets use anyway, so the router and the worker read heads with one codec. W
 - **one value for a header that must have one**: a repeated ``Sec-WebSocket-Key`` or
   ``X-Collab-Router`` is the client's mistake (400), never a crash of ours (websockets'
   ``Headers.get`` raises on a repeated name);
-- **internal headers are ours**: the ``X-Collab-*`` headers tell a worker what a router decided
-  (``contract.routing``); a router removes any a client sent before adding its own.
+- **internal headers are ours**: the ``X-Collab-*`` headers (``INTERNAL_PREFIX``) tell a
+  worker what a router decided (``contract.routing``); a router removes any a client sent
+  before adding its own (``router.handshake``).
 
 Errors form one small tree; ``status`` is the HTTP answer the peer gets::
 
@@ -124,15 +125,6 @@ def single(headers: Headers, name: str) -> str | None:
     if len(values) > 1:
         raise RepeatedHeader(f"the {name} header must be sent once, not {len(values)} times")
     return values[0] if values else None
-
-
-def without_internal(headers: Headers) -> Headers:
-    """``headers`` less any ``X-Collab-*`` header: a client must not speak for a router."""
-    return Headers(
-        (name, value)
-        for name, value in headers.raw_items()
-        if not name.lower().startswith(INTERNAL_PREFIX)
-    )
 
 
 def http_answer(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> bytes:

@@ -54,10 +54,6 @@ class TestHeaders:
         assert refused.value.status == 400
         assert heads.single(headers, "Origin") is None
 
-    def test_internal_headers_are_removed_whatever_their_case(self) -> None:
-        headers = Headers([("X-COLLAB-Router", "a"), ("Host", "h"), ("x-collab-owner", "w")])
-        assert list(heads.without_internal(headers).raw_items()) == [("Host", "h")]
-
     def test_an_upgrade_is_told_from_plain_http_before_parsing(self) -> None:
         assert heads.is_websocket_upgrade(
             b"GET / HTTP/1.1\r\nUPGRADE: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\r\n"

@@ -72,11 +72,13 @@ class TestClientUpgrade:
     def test_a_client_cannot_speak_for_a_router(self) -> None:
         """Client-sent X-Collab-* headers are dropped from what goes to the worker; the
         router's own are the only ones there."""
-        upgrade = handshake.read_upgrade(
-            upgrade_head("X-Collab-Router: evil", "x-collab-session: other", "X-Other: kept")
+        head = upgrade_head(
+            "X-Collab-Router: evil", "x-collab-session: other", "X-COLLAB-OWNER: w", "X-Other: kept"
         )
-        sent = upgrade.forwarded((("X-Collab-Router", "r-1"),))
+        upgrade = handshake.read_upgrade(head)
+        sent = upgrade.forwarded(head, (("X-Collab-Router", "r-1"),))
         assert b"evil" not in sent and b"other" not in sent.lower().replace(b"x-other", b"")
+        assert b"OWNER" not in sent
         assert sent.count(b"X-Collab-Router: r-1") == 1 and b"X-Other: kept" in sent
         again = handshake.read_upgrade(sent)
         assert again.target == upgrade.target and again.key == KEY

@@ -1,9 +1,10 @@
 """Every WebSocket close code this system sends, in one table, and the one way to fit a reason.
 
-Standard codes come from ``websockets.frames.CloseCode`` (RFC 6455 §7.4); the two of our own
+Standard codes come from ``websockets.frames.CloseCode`` (RFC 6455 §7.4); those of our own
 are in the 4000-4999 range that RFC 6455 leaves to applications, chosen to read like their HTTP
-counterparts. Clients rely on them: y-websocket reconnects on any close, JSON clients on 1012
-and 1013, and a browser gives up on 4401/4403.
+counterparts. Clients rely on them: y-websocket 3 reconnects on any close but a 44xx one
+(4401/4403/4409 stop it, as they stop the web workspace), JSON clients reconnect on 1012 and
+1013.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ RESTART = CloseCode.SERVICE_RESTART  # 1012: reconnect now; the session moved (d
 TRY_AGAIN = CloseCode.TRY_AGAIN_LATER  # 1013: reconnect later (storage down, no worker ready)
 UNAUTHENTICATED = 4401  # no token, or a bad one
 FORBIDDEN = 4403  # a good token that does not allow this user or session
+# Another live connection writes this document with the same Yjs client ID: the client must
+# start with a fresh document (a new Y.Doc gets a new ID) before it writes again.
+CLIENT_ID_CONFLICT = 4409
 
 MAX_REASON_BYTES = 123  # a control frame carries 125 bytes: the 2-byte code and the reason
 

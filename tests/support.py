@@ -325,14 +325,15 @@ class YjsClient:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, url: str, room: str, subprotocols: Sequence[str] = ()
+        cls, url: str, room: str, subprotocols: Sequence[str] = (), doc: Doc | None = None
     ) -> AsyncIterator[YjsClient]:
-        """``room`` may carry a query (``S/a.txt?token=...``); ``subprotocols`` are offered."""
+        """``room`` may carry a query (``S/a.txt?token=...``); ``subprotocols`` are offered;
+        ``doc``: the replica to sync (a new one by default)."""
         offered = [Subprotocol(s) for s in subprotocols] or None
         async with websockets.connect(
             f"{url}/yjs/{room}", max_size=None, subprotocols=offered
         ) as ws:
-            client = cls(ws)
+            client = cls(ws) if doc is None else cls(ws, doc)
             reader = asyncio.create_task(client._read())
             with contextlib.suppress(websockets.ConnectionClosed):
                 # A refused connection may be closed before our opening message goes out; the

@@ -32,6 +32,11 @@ class Client(ABC):
         """Sends ``data`` (bytes: a binary message, str: a text one) without waiting; False
         when the client is closing or was just dropped as too slow."""
 
+    async def alive(self, within_s: float) -> bool:
+        """Whether the peer is still there (a WebSocket answers a ping within ``within_s``);
+        one that is not connected by a socket is alive until it closes."""
+        return not self.closing
+
     @abstractmethod
     def close(self, code: int, reason: str, *, discard: bool = False) -> None:
         """Ends the connection with ``code``/``reason`` after what was sent (``discard``: the

@@ -88,6 +88,7 @@ class Connection(Client, asyncio.Protocol):
         "_owner",
         "_phase",
         "_ping",
+        "_probes",
         "_reading",
         "_response",
         "_stopped",
@@ -139,6 +140,7 @@ class Connection(Client, asyncio.Protocol):
         self._write_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._ping: bytes | None = None
+        self._probes: dict[bytes, asyncio.Future[bool]] | None = None  # see ``alive``
         self.keepalive_slot = -1
 
     # --- handshake ---------------------------------------------------------------------------
@@ -295,6 +297,10 @@ class Connection(Client, asyncio.Protocol):
         self._lost = True
         self.closing = True
         self._phase = Phase.CLOSED
+        if self._probes:
+            for probe in self._probes.values():
+                if not probe.done():
+                    probe.set_result(False)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -328,8 +334,12 @@ class Connection(Client, asyncio.Protocol):
                 self._fragments = None
                 self._message(self._fragment_opcode, b"".join(fragments))
         elif opcode is _PONG:
-            if self._ping is not None and bytes(frame.data) == self._ping:
+            payload = bytes(frame.data)
+            if self._ping is not None and payload == self._ping:
                 self._ping = None
+            if self._probes is not None and (probe := self._probes.pop(payload, None)):
+                if not probe.done():
+                    probe.set_result(True)
         # PING: websockets queued the pong; CLOSE: the state says it (data_received).
 
     def _message(self, opcode: Opcode, data: bytes | bytearray | memoryview) -> None:
@@ -460,6 +470,27 @@ class Connection(Client, asyncio.Protocol):
         if not self.transport.is_closing():
             self.transport.close()
         self._end()
+
+    async def alive(self, within_s: float) -> bool:
+        """A ping of its own that the peer must answer within ``within_s``: False when it
+        does not (a half-open connection, a frozen client), or when the connection ends."""
+        if self.closing or self._phase is not Phase.OPEN:
+            return False
+        payload = os.urandom(8)
+        probe: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if self._probes is None:
+            self._probes = {}
+        self._probes[payload] = probe
+        self.ws.send_ping(payload)
+        self._flush()
+        try:
+            async with asyncio.timeout(within_s):
+                return await probe
+        except TimeoutError:
+            return False
+        finally:
+            if self._probes is not None:
+                self._probes.pop(payload, None)
 
     def keepalive(self) -> None:
         """A ping per keep-alive interval; a peer that did not answer the last one (while we

@@ -76,6 +76,12 @@ class WorkerMetrics:
             "Clients disconnected because their send buffer overflowed",
             registry=r,
         )
+        self.client_id_conflicts = Counter(
+            "collab_client_id_conflicts_total",
+            "Connections refused because another live connection writes the document with"
+            " the same Yjs client ID",
+            registry=r,
+        )
         self.protocol_errors = Counter(
             "collab_protocol_errors_total", "Rejected client messages", ["reason"], registry=r
         )

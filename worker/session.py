@@ -21,6 +21,7 @@ from contract import json_protocol as jmsg
 from contract.timefmt import iso_time
 
 from . import yjs_protocol as yjs
+from .authors import Authors
 from .client import Client
 from .doc_schema import CONTENT, EMPTY_UPDATE, FILES, INDEX_DOC, is_binary, text_entry
 from .metrics import WorkerMetrics
@@ -59,6 +60,7 @@ class Session:
         self._docs: dict[str, Doc[Any]] = {}
         self.rooms: dict[str, Room] = {}
         self.json_clients: set[Client] = set()
+        self.authors = Authors()  # which connection writes as which Yjs client ID
         self.outbox = outbox if outbox is not None else Outbox()
         self.moving = False
         # This worker's right to accept edits (its lease, checked per edit: a worker that was
@@ -167,6 +169,7 @@ class Session:
                 r.leave(client)
                 if not r.clients:
                     del self.rooms[room]
+        self.authors.release(client)
         if self.client_count == 0 and self.reserved == 0:
             self.idle_since = time.monotonic()
 

@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from pycrdt import get_update
+
 MSG_SYNC = 0
 MSG_AWARENESS = 1
 MSG_AUTH = 2
@@ -85,6 +87,36 @@ def read_varstring(buf: bytes, pos: int) -> tuple[str, int]:
         return raw.decode("utf-8"), pos
     except UnicodeDecodeError:
         raise FrameError("string is not UTF-8") from None
+
+
+def update_author(update: bytes) -> int | None:
+    """The one Yjs client whose new items an update carries: a client's own edit. None for an
+    update with deletions only, one with items of several clients (a catch-up, a merged
+    update), or one that does not parse (the document refuses it next)."""
+    try:
+        clients, pos = read_varuint(update, 0)
+        if clients != 1:
+            return None
+        _, pos = read_varuint(update, pos)  # its number of structs
+        client, _ = read_varuint(update, pos)
+    except FrameError:
+        return None
+    return client
+
+
+_EVERY_CLOCK = 2**53 - 1  # the largest clock a Yjs client can reach (JavaScript's safe integers)
+_NOTHING_KNOWN = b"\x00"  # an empty state vector
+
+
+def carries(update: bytes, client_id: int) -> bool:
+    """Whether an update carries items of ``client_id``, at any clock. (Yjs cannot tell the
+    clients of an update that does not start at clock 0 from its state vector; this asks it
+    to drop the client's items instead, and sees whether anything went.)"""
+    everything = write_varuint(1) + write_varuint(client_id) + write_varuint(_EVERY_CLOCK)
+    try:
+        return get_update(update, everything) != get_update(update, _NOTHING_KNOWN)
+    except ValueError:
+        return False  # not an update; the document refuses it next
 
 
 def parse(frame: bytes) -> Frame:

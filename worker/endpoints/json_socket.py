@@ -33,11 +33,13 @@ from contract.paths import PathRefused, check_path
 from contract.routing import SESSION_HEADER
 
 from .. import files
+from .. import yjs_protocol as yjs
 from ..client import Client, Payload
 from ..connection import Connection
 from ..manager import SessionUnavailable
 from ..ownership import NotOwner
 from ..session import Session, SessionMoving, UpdateRejected
+from . import conflicts
 from .refusals import refuse, refuse_not_owner
 from .worker_state import WorkerState
 
@@ -144,14 +146,15 @@ class _JsonConnection:
     # --- messages ---------------------------------------------------------------------------
 
     def handle(self, raw: Payload) -> Coroutine[Any, Any, None] | None:
-        """Answers one message; a join that must claim or load its session is returned, to
-        run as a task while later messages wait (``worker.connection``)."""
+        """Answers one message; a join that must claim or load its session, or a yjsUpdate
+        whose client ID another live connection writes as, is returned, to run as a task
+        while later messages wait (``worker.connection``)."""
         received = time.perf_counter()
         try:
             message = jmsg.parse(raw)
             if message["type"] == "join":
                 return self._join_step(message)
-            self._dispatch(message, received)
+            return self._dispatch(message, received)
         except jmsg.MessageError as exc:
             self.state.metrics.protocol_errors.labels("json").inc()
             self.reply(jmsg.error(exc.error, exc.reason))
@@ -167,11 +170,13 @@ class _JsonConnection:
             self.state.metrics.protocol_errors.labels("json").inc()
             self.reply(jmsg.error(exc.error, exc.reason))
 
-    def _dispatch(self, message: dict[str, Any], received: float) -> None:
+    def _dispatch(
+        self, message: dict[str, Any], received: float
+    ) -> Coroutine[Any, Any, None] | None:
         kind = message["type"]
         if kind == "ping":
             self.reply(jmsg.pong())
-            return
+            return None
         session = self.session
         if session is None:
             raise jmsg.MessageError(jmsg.NOT_JOINED, "send a 'join' message first")
@@ -196,10 +201,11 @@ class _JsonConnection:
             except PathRefused as exc:
                 raise jmsg.MessageError(jmsg.UPDATE_FAILED, f"invalid docId: {exc}") from None
             update = jmsg.update_bytes(data.get("update"))
-            try:
-                session.apply_client_update(doc_id, update, self.client, lists=False)
-            except UpdateRejected as exc:
-                raise jmsg.MessageError(jmsg.UPDATE_FAILED, f"corrupt Yjs update: {exc}") from None
+            author = yjs.update_author(update)
+            owner = None if author is None else session.authors.claim(doc_id, author, self.client)
+            if owner is not None and author is not None:
+                return self._contested(session, doc_id, author, owner, update)
+            self._apply_update(session, doc_id, update)
         elif kind == "getFiles":
             data = jmsg.data_of(message, jmsg.LIST_FAILED, required=False)
             try:
@@ -214,6 +220,29 @@ class _JsonConnection:
                 raise jmsg.MessageError(jmsg.GET_FAILED, f"invalid path: {exc}") from None
             path = check_path(data.get("path"))
             self.reply(jmsg.file_content(path, content, session.binary_entry(path)))
+        return None
+
+    def _apply_update(self, session: Session, doc_id: str, update: bytes) -> None:
+        try:
+            session.apply_client_update(doc_id, update, self.client, lists=False)
+        except UpdateRejected as exc:
+            raise jmsg.MessageError(jmsg.UPDATE_FAILED, f"corrupt Yjs update: {exc}") from None
+
+    async def _contested(
+        self, session: Session, doc_id: str, author: int, owner: Client, update: bytes
+    ) -> None:
+        refusal = jmsg.error(jmsg.UPDATE_FAILED, conflicts.conflict_reason(author))
+        if not await conflicts.settle(
+            self.state, session, doc_id, author, owner, self.client, refusal
+        ):
+            return
+        try:
+            self._apply_update(session, doc_id, update)
+        except jmsg.MessageError as exc:
+            self.reply(jmsg.error(exc.error, exc.reason))
+        except SessionMoving as exc:
+            self.reply(jmsg.error(jmsg.SESSION_UNAVAILABLE, str(exc)))
+            self.client.close(codes.RESTART, str(exc))
 
     async def _join(self, message: dict[str, Any]) -> None:
         if self.session is not None:

@@ -13,6 +13,9 @@ update is applied, queued for the room's fan-out and buffered for the group comm
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
 import structlog
 
 from contract import close_codes as codes
@@ -21,13 +24,14 @@ from contract.ids import validate_session_id
 from contract.paths import PathRefused, check_path
 
 from .. import yjs_protocol as yjs
-from ..client import Payload
+from ..client import Client, Payload
 from ..connection import Connection
 from ..doc_schema import EMPTY_UPDATE, INDEX_DOC
 from ..manager import SessionUnavailable
 from ..ownership import NotOwner
 from ..room import Room
 from ..session import Session, SessionMoving, UpdateRejected
+from . import conflicts
 from .refusals import refuse, refuse_not_owner
 from .worker_state import WorkerState
 
@@ -98,12 +102,14 @@ class _Editor:
         self.room: Room = session.room(doc_name)
         self.writable = writable
 
-    def handle(self, data: Payload) -> None:
+    def handle(self, data: Payload) -> Coroutine[Any, Any, None] | None:
+        """One message; an edit whose client ID another live connection writes as is
+        returned as a step (the owner is probed first; later messages wait for it)."""
         conn, session, doc_name = self.conn, self.session, self.doc_name
         if isinstance(data, str):
             self.state.metrics.protocol_errors.labels("text_frame").inc()
             conn.close(codes.UNSUPPORTED_DATA, "y-websocket messages are binary frames")
-            return
+            return None
         try:
             frame = yjs.parse(data)
             if frame.kind == yjs.MSG_SYNC:
@@ -112,9 +118,18 @@ class _Editor:
                 elif not self.writable:
                     if frame.payload != EMPTY_UPDATE:
                         self.state.metrics.protocol_errors.labels("read_only").inc()
+                elif frame.step == yjs.SYNC_UPDATE:
+                    author = yjs.update_author(frame.payload)
+                    owner = (
+                        None if author is None else session.authors.claim(doc_name, author, conn)
+                    )
+                    if owner is not None and author is not None:
+                        return self._contested(author, owner, frame.payload, data)
+                    session.apply_client_update(doc_name, frame.payload, conn, data)
+                elif (blocked := session.authors.blocked(doc_name, frame.payload, conn)) is None:
+                    session.apply_client_update(doc_name, frame.payload, conn)  # a catch-up
                 else:
-                    relay = data if frame.step == yjs.SYNC_UPDATE else None
-                    session.apply_client_update(doc_name, frame.payload, conn, relay)
+                    conflicts.refuse(self.state, session, doc_name, blocked, conn)
             elif frame.kind == yjs.MSG_AWARENESS:
                 self.room.awareness(conn, frame.payload, data)
             elif frame.kind == yjs.MSG_QUERY_AWARENESS:
@@ -122,11 +137,29 @@ class _Editor:
                 if snapshot is not None:
                     conn.send(snapshot)
         except (yjs.FrameError, UpdateRejected) as exc:
-            self.state.metrics.protocol_errors.labels("corrupt_update").inc()
-            log.warning("yjs_message_rejected", session=session.id, doc=doc_name, error=str(exc))
-            conn.close(codes.INVALID_DATA, f"rejected message: {exc}")
+            self._rejected(exc)
         except SessionMoving as exc:
             conn.close(codes.RESTART, str(exc))
+        return None
+
+    async def _contested(self, author: int, owner: Client, update: bytes, frame: bytes) -> None:
+        if not await conflicts.settle(
+            self.state, self.session, self.doc_name, author, owner, self.conn
+        ):
+            return
+        try:
+            self.session.apply_client_update(self.doc_name, update, self.conn, frame)
+        except UpdateRejected as exc:
+            self._rejected(exc)
+        except SessionMoving as exc:
+            self.conn.close(codes.RESTART, str(exc))
+
+    def _rejected(self, exc: Exception) -> None:
+        self.state.metrics.protocol_errors.labels("corrupt_update").inc()
+        log.warning(
+            "yjs_message_rejected", session=self.session.id, doc=self.doc_name, error=str(exc)
+        )
+        self.conn.close(codes.INVALID_DATA, f"rejected message: {exc}")
 
     def end(self) -> None:
         self.state.metrics.connections_active.labels("yjs").dec()

@@ -149,15 +149,16 @@ def test_sigterm_mid_run_tears_everything_down(tmp_path: Path) -> None:
         assert set(_our_namespaces()) > before, "".join(lines)
         run.send_signal(signal.SIGTERM)
         rest, _ = run.communicate(timeout=60)
+        assert run.returncode == 130, "".join(lines) + rest
+        assert set(_our_namespaces()) <= before
+        assert not _processes_mentioning(run_dir)
     finally:
         if run.poll() is None:
             run.kill()
             run.wait()
         run.stdout.close()
-    assert run.returncode == 130, "".join(lines) + rest
-    assert set(_our_namespaces()) <= before
-    assert not _processes_mentioning(run_dir)
-    remove_run_dir(Path(run_dir))
+        if run_dir:  # kept by the command: it was interrupted
+            remove_run_dir(Path(run_dir))
 
 
 def _our_namespaces() -> list[str]:

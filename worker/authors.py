@@ -7,10 +7,13 @@ the first it sees of each name and silently drops the other, so texts end up mix
 error anywhere. A server cannot make clients pick good IDs, but it can refuse to let one ID
 write through two live connections of one document:
 
-- a connection *claims* an ID by sending its own edit (an update whose items are all of one
-  client: ``yjs_protocol.update_author``); catch-ups (a sync step 2, which may carry other
+- a connection *claims* an ID by sending an edit with items of that one client that the
+  document does not have yet (``yjs_protocol.update_author``, and the items new here).
+  Updates that bring nothing new neither claim nor conflict: pycrdt's provider sends every
+  update of its document back, those it received from the server included, and a client that
+  re-sends what the server has harms nobody. Catch-ups (a sync step 2, which may carry other
   clients' items) neither claim nor are checked, except against an ID in quarantine below;
-- a second live connection that sends an edit as a claimed ID is a *conflict*. The owner is
+- a second live connection that sends new items as a claimed ID is a *conflict*. The owner is
   probed first (a ping it must answer): a connection that does not answer is a dead one the
   client already replaced (it reconnected before the old connection was noticed gone), so
   the ID moves to the new one. An owner that answers keeps it, and the newcomer is refused
@@ -24,6 +27,8 @@ Server-side edits (JSON file operations, the HTTP API) are the server's own and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .client import Client
 from .yjs_protocol import carries
 
@@ -36,12 +41,16 @@ class Authors:
         self._claims: dict[Client, set[tuple[str, int]]] = {}  # writer -> its (document, ID)
         self._quarantine: dict[str, dict[int, Client]] = {}  # document -> refused ID -> owner
 
-    def claim(self, doc: str, client_id: int, conn: Client) -> Client | None:
-        """``conn`` sends an edit as ``client_id``: it becomes the ID's writer, unless another
-        live connection is (that one is returned, and nothing changes)."""
+    def claim(
+        self, doc: str, client_id: int, conn: Client, brings_news: Callable[[], bool]
+    ) -> Client | None:
+        """``conn`` sends an edit as ``client_id``: if it brings items the document lacks
+        (``brings_news``, asked only when ``conn`` is not the ID's writer already), ``conn``
+        becomes the ID's writer, unless another live connection is: that one is returned,
+        and nothing changes."""
         owners = self._owners.setdefault(doc, {})
         owner = owners.get(client_id)
-        if owner is conn:
+        if owner is conn or not brings_news():
             return None
         if owner is not None and not owner.closing:
             return owner

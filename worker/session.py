@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pycrdt import Doc, Map, Text
+from pycrdt import Doc, Map, Text, get_update
 
 from contract import json_protocol as jmsg
 from contract.timefmt import iso_time
@@ -219,6 +219,13 @@ class Session:
         self._commit_update(name, update, origin.user_id, origin, frame)
         if lists and name not in self._listed:
             self.ensure_listed(name, origin.user_id)
+
+    def brings_news(self, name: str, update: bytes) -> bool:
+        """Whether ``update`` carries items document ``name`` does not have yet."""
+        try:
+            return yjs.has_items(get_update(update, self.doc(name).get_state()))
+        except ValueError:
+            return False  # not an update: applying it is refused next
 
     @contextmanager
     def local_edit(self, name: str, user: str, doc: Doc[Any] | None = None) -> Iterator[Doc[Any]]:

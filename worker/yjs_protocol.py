@@ -104,6 +104,14 @@ def update_author(update: bytes) -> int | None:
     return client
 
 
+def has_items(update: bytes) -> bool:
+    """Whether an update carries any item (not deletions only)."""
+    try:
+        return read_varuint(update, 0)[0] > 0
+    except FrameError:
+        return False
+
+
 _EVERY_CLOCK = 2**53 - 1  # the largest clock a Yjs client can reach (JavaScript's safe integers)
 _NOTHING_KNOWN = b"\x00"  # an empty state vector
 

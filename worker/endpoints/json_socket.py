@@ -202,8 +202,11 @@ class _JsonConnection:
                 raise jmsg.MessageError(jmsg.UPDATE_FAILED, f"invalid docId: {exc}") from None
             update = jmsg.update_bytes(data.get("update"))
             author = yjs.update_author(update)
-            owner = None if author is None else session.authors.claim(doc_id, author, self.client)
-            if owner is not None and author is not None:
+            if author is not None and (
+                owner := session.authors.claim(
+                    doc_id, author, self.client, lambda: session.brings_news(doc_id, update)
+                )
+            ):
                 return self._contested(session, doc_id, author, owner, update)
             self._apply_update(session, doc_id, update)
         elif kind == "getFiles":

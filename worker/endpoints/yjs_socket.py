@@ -119,12 +119,14 @@ class _Editor:
                     if frame.payload != EMPTY_UPDATE:
                         self.state.metrics.protocol_errors.labels("read_only").inc()
                 elif frame.step == yjs.SYNC_UPDATE:
-                    author = yjs.update_author(frame.payload)
-                    owner = (
-                        None if author is None else session.authors.claim(doc_name, author, conn)
-                    )
-                    if owner is not None and author is not None:
-                        return self._contested(author, owner, frame.payload, data)
+                    update = frame.payload
+                    author = yjs.update_author(update)
+                    if author is not None and (
+                        owner := session.authors.claim(
+                            doc_name, author, conn, lambda: session.brings_news(doc_name, update)
+                        )
+                    ):
+                        return self._contested(author, owner, update, data)
                     session.apply_client_update(doc_name, frame.payload, conn, data)
                 elif (blocked := session.authors.blocked(doc_name, frame.payload, conn)) is None:
                     session.apply_client_update(doc_name, frame.payload, conn)  # a catch-up

@@ -20,10 +20,12 @@ loop): a restarted server still has every bucket and object, as real S3 would af
 
 ``weed mini`` runs a master, a volume server, a filer and the S3 gateway in one process; each
 listens on an HTTP port and a gRPC port (HTTP + 10000). Every one of them gets a free port here,
-so servers of parallel test runs (and of other programs on the machine) never collide, and
-``-master.telemetry=false`` keeps every byte on the machine. ``exec_prefix`` runs the process
-under a command, e.g. ``["ip", "netns", "exec", "h-storage"]`` with ``host`` that namespace's
-address; readiness is then still probed from this process, at ``host:port``.
+so servers of parallel test runs (and of other programs on the machine) do not collide, and
+``-master.telemetry=false`` keeps every byte on the machine. A start takes about a second (five
+when the volume server's first heartbeat races the master's election, which it then retries);
+the first write to a new bucket about 0.2 s more (its volume is made). ``exec_prefix`` runs
+the process under a command, e.g. ``["ip", "netns", "exec", "h-storage"]`` with ``host`` that
+namespace's address; readiness is then still probed from this process, at ``host:port``.
 """
 
 from __future__ import annotations
@@ -153,9 +155,10 @@ class S3Server:
             return
         self._prepare()
         assert self._work_dir is not None and self.data_dir is not None
+        argv = [*self.exec_prefix, *self._argv()]
         with open(self._work_dir / "weed.log", "ab") as log:
             self._process = subprocess.Popen(
-                [*self.exec_prefix, *self._argv()],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -168,7 +171,7 @@ class S3Server:
                 self.stop()
                 why = f"exited with {code}" if code is not None else "did not answer in time"
                 raise RuntimeError(
-                    f"SeaweedFS S3 on {self.url} {why} ({' '.join(self._argv())}):\n{self.log()}"
+                    f"SeaweedFS S3 on {self.url} {why} ({' '.join(argv)}):\n{self.log()}"
                 )
             time.sleep(0.05)
 

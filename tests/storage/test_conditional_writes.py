@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -168,6 +169,25 @@ class TestTheGuard:
         assert proof.proven and proof.refused is None
         assert await proof.guarded.put_if("ownership/workers/w-1.json", b"{}", None)
         assert await no_probe_left(store)
+
+    @pytest.mark.s3
+    async def test_a_refused_store_keeps_an_embedded_worker_refusing(
+        self, s3_server: S3Server
+    ) -> None:
+        """Without a SIGTERM handler (a worker in a test's event loop), a refusal stops
+        nothing: the process lives on and every compare-and-swap is refused, naming why."""
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        async with ConditionIgnoringS3(s3_server).running() as ignoring:
+            store = MinioStore(**ignoring.store_kwargs(fresh_bucket()))
+            try:
+                proof = ConditionalWriteProof(store, "w-1", "s3 there")
+                async with anyio.create_task_group() as tg:
+                    await tg.start(proof.run)
+                assert proof.refused is not None and not proof.proven
+                with pytest.raises(StorageUnavailable, match="does not honour"):
+                    await proof.guarded.put_if("ownership/workers/w-1.json", b"{}", None)
+            finally:
+                await store.aclose()
 
     @pytest.mark.s3
     async def test_storage_down_at_start_defers_the_proof(self, own_s3: S3Server) -> None:

@@ -24,6 +24,14 @@ class Server(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield  # signals are ours (see serve)
 
+    def release_sockets(self) -> None:
+        """Stops serving on the sockets uvicorn was given, whether or not its shutdown ran (a
+        cancelled ``serve`` skips it). Closing such a socket while the loop still watches it
+        leaves its descriptor number registered: the next socket that gets the number (the
+        next server's listener in the same loop) is never polled and never accepts."""
+        for served in self.servers:
+            served.close()
+
 
 def uvicorn_config(app: ASGIApp) -> uvicorn.Config:
     """uvicorn for an HTTP app served on a private socket (``contract.edge.private_socket``), with

@@ -114,6 +114,7 @@ async def run_router(
                     http_relay.abort()
                     tg.cancel_scope.cancel()
     finally:
+        http_server.release_sockets()
         http_socket.close()
         private.remove()
         log.info("router_stopped", router=settings.router_id)

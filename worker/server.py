@@ -89,5 +89,6 @@ class WorkerServer:
             finally:
                 if self.listener is not None:
                     self.listener.abort()
+                self.http.release_sockets()
                 http_socket.close()
                 private.remove()

@@ -130,7 +130,12 @@ class Kubelet:
             port = free_port()
             proc = WorkerProcess(await self.env_of(pod, port), port, self.tmp / f"{name}.log")
             self.procs[name] = proc
-            await proc.start()
+            try:
+                await proc.start()
+            except RuntimeError:
+                if self.shutting_down:
+                    return  # stopped by the test's teardown while it was starting
+                raise
             await self.http.patch(
                 self.path(name, "/status"),
                 json={"status": {"phase": "Running", "podIP": "127.0.0.1"}},

@@ -47,6 +47,7 @@ from typing import Any
 
 from bench.chaos.owners import live_owners
 from bench.chaos.recovery import recovery
+from bench.chaos.report import KEYS
 from bench.chaos.stored import S3Config, S3Reader, StorageError, read_session
 
 DETAIL_LIMIT = 200
@@ -373,18 +374,7 @@ def _s3_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def summary(report: dict[str, Any]) -> str:
-    keys = [
-        "acked",
-        "lost",
-        "missing_tokens",
-        "duplicated_tokens",
-        "diverged_files",
-        "max_live_owners",
-        "stuck_clients",
-    ]
-    lines = [f"faults             {report['faults'] or 'none'}"]
-    lines += [f"{key:<18} {report[key]}" for key in keys]
-    lines.append(f"recovery_s         {report['recovery_s']}")
+    lines = [f"{key:<18} {report[key] or 'none'}" for key in KEYS]
     for key, value in report["details"].items():
         if key in ("recovery", "inputs", "storage"):
             continue

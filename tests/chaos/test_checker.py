@@ -28,7 +28,9 @@ T0 = 1_800_000_000.0
 SESSION = "chaos-1-0"
 SHARED = "shared.txt"
 FIRST_PARTY = {"worker", "router", "contract", "ops"}
-CHECKER_MODULES = ["checker", "stored", "owners", "recovery"]
+# The checker and what it reads with; report.py is the verdict it shares with the orchestrator
+# (pure: json and typing only).
+CHECKER_MODULES = ["checker", "stored", "owners", "recovery", "report"]
 
 
 class Run:

@@ -21,7 +21,7 @@ import pytest
 from tests.support import ROOT, run_worker, settings_for
 from worker.settings import StorageSettings
 
-ROUNDS = 12
+ROUNDS = 6
 CLIENTS = 4
 
 

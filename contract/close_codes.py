@@ -3,7 +3,7 @@
 Standard codes come from ``websockets.frames.CloseCode`` (RFC 6455 §7.4); those of our own
 are in the 4000-4999 range that RFC 6455 leaves to applications, chosen to read like their HTTP
 counterparts. Clients rely on them: y-websocket 3 reconnects on any close but a 44xx one
-(4401/4403/4409 stop it, as they stop the web workspace), JSON clients reconnect on 1012 and
+(4401/4403/4409/4413 stop it, as they stop the web workspace), JSON clients reconnect on 1012 and
 1013.
 """
 
@@ -26,6 +26,10 @@ FORBIDDEN = 4403  # a good token that does not allow this user or session
 # Another live connection writes this document with the same Yjs client ID: the client must
 # start with a fresh document (a new Y.Doc gets a new ID) before it writes again.
 CLIENT_ID_CONFLICT = 4409
+# An update over MAX_UPDATE_BYTES, or one that would grow the session's documents past
+# MAX_DOC_BYTES (``worker.limits``): it was not applied; the reason names the limit and its value.
+# A 44xx code, so that y-websocket does not reconnect only to send the same update again.
+TOO_LARGE = 4413
 
 MAX_REASON_BYTES = 123  # a control frame carries 125 bytes: the 2-byte code and the reason
 

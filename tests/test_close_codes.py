@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contract.close_codes import MAX_REASON_BYTES, fit_reason
+from contract.close_codes import (
+    CLIENT_ID_CONFLICT,
+    FORBIDDEN,
+    MAX_REASON_BYTES,
+    TOO_LARGE,
+    UNAUTHENTICATED,
+    fit_reason,
+)
+from worker.limits import Refusal
 
 
 class TestFitReason:
@@ -34,3 +42,20 @@ class TestFitReason:
         assert len(data) <= limit and reason.startswith(fitted)
         rest = reason[len(fitted) :]
         assert not rest or len(data) + len(rest[0].encode()) > limit
+
+
+class TestOurCodes:
+    def test_refusals_a_client_must_not_retry_are_permanent_for_y_websocket(self) -> None:
+        """y-websocket 3 stops reconnecting after a close in 4400-4499: a client refused by
+        authentication, a client ID conflict or a limit would otherwise send the same again."""
+        for code in (UNAUTHENTICATED, FORBIDDEN, CLIENT_ID_CONFLICT, TOO_LARGE):
+            assert 4400 <= code < 4500
+        assert TOO_LARGE == 4413  # HTTP 413 Content Too Large
+
+    def test_every_code_of_ours_is_distinct(self) -> None:
+        ours = [UNAUTHENTICATED, FORBIDDEN, CLIENT_ID_CONFLICT, TOO_LARGE]
+        assert len(set(ours)) == len(ours)
+
+    def test_a_limit_reason_fits_unchanged(self) -> None:
+        reason = Refusal("document", "MAX_DOC_BYTES", 2**63 - 1, 2**63 - 1).reason
+        assert fit_reason(reason) == reason

@@ -97,6 +97,7 @@ def apply_operation(
         if content is not None and not isinstance(content, str):
             raise FileOpError("'content' must be a string")
         if content is not None:
+            _admit(session, user, path, content)
             shadow = shadows.get(path) if session.has_file(path) else None
             with session.local_edit(path, user, shadow) as doc:
                 apply_text(doc.get("content", type=Text), content)
@@ -134,6 +135,15 @@ def apply_operation(
         session.log("rename", user, new, len(content.encode()), oldPath=old)
         return len(content.encode())
     raise FileOpError(f"unknown file operation {kind!r}; expected create, update, delete or rename")
+
+
+def _admit(session: Session, user: str, path: str, content: str) -> None:
+    """The limits, before anything is edited: the content counts as the update, and the
+    documents grow by what it adds to the text it replaces (a shorter text never grows them).
+    A rename or a delete is never refused: it moves or removes what is there."""
+    new = len(content.encode())
+    old = len(str(session.text(path)).encode()) if session.has_file(path) else 0
+    session.admit(path, new, user, lambda: new > old, growth=max(0, new - old))
 
 
 def _delete(session: Session, user: str, path: str) -> None:

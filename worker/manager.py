@@ -32,6 +32,7 @@ from .departure import FENCED, IDLE, TO_PEER, Departure
 from .flusher import Flusher, StorageHealth
 from .handoff import HandOff
 from .lease import Lease
+from .limits import Limits
 from .metrics import WorkerMetrics
 from .ownership import Claim, ClaimFailed, Ownership
 from .peers import PeerAnswer, Peers
@@ -75,6 +76,7 @@ class SessionManager:
         self.store = store
         self.metrics = metrics
         self.sessions: dict[str, Session] = {}
+        self.limits = Limits(settings.max_update_bytes, settings.max_doc_bytes)
         self._loading: dict[str, asyncio.Task[Session]] = {}
         self.health = StorageHealth()
         records = OwnershipStore(coordination if coordination is not None else store.store)
@@ -184,7 +186,9 @@ class SessionManager:
             log.warning("session_load_failed", session=session_id, error=str(exc))
             raise SessionUnavailable(f"storage unavailable ({exc}); retry shortly") from None
         outbox = self.flusher.outbox(session_id)
-        session = Session(session_id, loaded.docs, self.settings.worker_id, self.metrics, outbox)
+        session = Session(
+            session_id, loaded.docs, self.settings.worker_id, self.metrics, outbox, self.limits
+        )
         session.is_git = loaded.meta is not None and loaded.meta.is_git_repo
         session.claim = claim
         session.lease_valid = self.lease.valid
@@ -216,7 +220,11 @@ class SessionManager:
     # --- durability and status ---------------------------------------------------------------
 
     def update_lag_metrics(self) -> tuple[int, float]:
-        """(bytes held only in memory, age in seconds of the oldest of them)."""
+        """(bytes held only in memory, age in seconds of the oldest of them); the documents'
+        size gauges are refreshed along with them."""
+        sizes = [session.size.estimate for session in self.sessions.values()]
+        self.metrics.session_doc_bytes.set(sum(sizes))
+        self.metrics.session_doc_bytes_max.set(max(sizes, default=0))
         return self.flusher.update_lag_metrics()
 
     # --- leaving ---------------------------------------------------------------------------

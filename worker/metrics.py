@@ -82,6 +82,22 @@ class WorkerMetrics:
             " the same Yjs client ID",
             registry=r,
         )
+        self.limit_refusals = Counter(
+            "collab_limit_refusals_total",
+            "Updates refused by a limit: MAX_UPDATE_BYTES (update) or MAX_DOC_BYTES (document)",
+            ["limit"],
+            registry=r,
+        )
+        self.session_doc_bytes = Gauge(
+            "collab_session_doc_bytes",
+            "Bytes of the live sessions' documents, summed (each session's running estimate)",
+            registry=r,
+        )
+        self.session_doc_bytes_max = Gauge(
+            "collab_session_doc_bytes_max",
+            "Bytes of the documents of the largest live session (MAX_DOC_BYTES applies to it)",
+            registry=r,
+        )
         self.protocol_errors = Counter(
             "collab_protocol_errors_total", "Rejected client messages", ["reason"], registry=r
         )
@@ -111,6 +127,8 @@ class WorkerMetrics:
         for protocol in ("yjs", "json"):
             self.connections_active.labels(protocol)
         self.commits.labels("ok")
+        for limit in ("update", "document"):
+            self.limit_refusals.labels(limit)
 
     def storage_request(self, op: str, outcome: str) -> None:
         self.storage_requests.labels(op, outcome).inc()

@@ -3,7 +3,8 @@
 A file is its Yjs document (text in the ``Y.Text`` named ``content``); the session's index is the
 document named ``""`` (``Y.Map`` named ``files``: path → metadata). Every change, from either
 protocol, goes through ``_commit_update``: applied once, fanned out once, and put into the
-session's ``Outbox`` (``worker.outbox``) for the next group commit to storage.
+session's ``Outbox`` (``worker.outbox``) for the next group commit to storage. What clients
+write passes ``admit`` first (``worker.limits``): an update over a limit is refused whole.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import structlog
 from pycrdt import Doc, Map, Text, get_update
 
 from contract import json_protocol as jmsg
@@ -24,9 +26,12 @@ from . import yjs_protocol as yjs
 from .authors import Authors
 from .client import Client
 from .doc_schema import CONTENT, EMPTY_UPDATE, FILES, INDEX_DOC, is_binary, text_entry
+from .limits import DocSize, LimitExceeded, Limits, decide
 from .metrics import WorkerMetrics
 from .outbox import Outbox
 from .room import Room
+
+log = structlog.get_logger("worker.session")
 
 _VERSIONS_KEPT = 256
 
@@ -51,12 +56,16 @@ class Session:
         worker_id: str,
         metrics: WorkerMetrics,
         outbox: Outbox | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """``outbox``: where its edits wait for storage (the flusher's; a new one if none)."""
         self.id = session_id
         self.worker_id = worker_id
         self.metrics = metrics
         self._stored = dict(stored_docs)  # merged updates not yet turned into Docs
+        self.limits = limits if limits is not None else Limits()
+        # The documents' size as loaded is exact enough: the merged updates are in hand.
+        self.size = DocSize(sum(len(update) for update in stored_docs.values()))
         self._docs: dict[str, Doc[Any]] = {}
         self.rooms: dict[str, Room] = {}
         self.json_clients: set[Client] = set()
@@ -129,6 +138,11 @@ class Session:
     @property
     def documents(self) -> int:
         return len(self._docs)
+
+    def measure(self) -> int:
+        """The exact size of the documents' state (encodes every loaded document: costly)."""
+        loaded = sum(len(doc.get_update()) for doc in self._docs.values())
+        return loaded + sum(len(update) for update in self._stored.values())
 
     def room(self, name: str) -> Room:
         room = self.rooms.get(name)
@@ -209,6 +223,7 @@ class Session:
             # The index is server-owned: files appear and vanish through file operations and
             # edits, never through a client rewriting the map.
             return
+        self.admit(name, len(update), origin.user_id, lambda: self.brings_news(name, update))
         doc = self.doc(name)
         try:
             doc.apply_update(update)
@@ -219,6 +234,35 @@ class Session:
         self._commit_update(name, update, origin.user_id, origin, frame)
         if lists and name not in self._listed:
             self.ensure_listed(name, origin.user_id)
+
+    def admit(
+        self,
+        name: str,
+        nbytes: int,
+        user: str,
+        adds: Callable[[], bool],
+        *,
+        growth: int | None = None,
+    ) -> None:
+        """Raises LimitExceeded (counted and logged) when a write of ``nbytes`` to document
+        ``name`` would pass a limit; ``adds``/``growth`` as ``worker.limits.decide``'s."""
+        refusal = decide(
+            self.limits, self.size, nbytes, measure=self.measure, adds=adds, growth=growth
+        )
+        if refusal is None:
+            return
+        self.metrics.limit_refusals.labels(refusal.limit).inc()
+        log.warning(
+            "update_refused",
+            session=self.id,
+            doc=name,
+            user=user,
+            limit=refusal.limit,
+            value=refusal.value,
+            maximum=refusal.maximum,
+            size=self.size.estimate,
+        )
+        raise LimitExceeded(refusal)
 
     def brings_news(self, name: str, update: bytes) -> bool:
         """Whether ``update`` carries items document ``name`` does not have yet."""
@@ -296,6 +340,7 @@ class Session:
         self, name: str, update: bytes, user: str, origin: Client | None, frame: bytes | None
     ) -> None:
         now = time.time()
+        self.size.grew(len(update))
         self.outbox.add_update(name, update, user, now)
         self.last_activity = now
         self.users.add(user)

@@ -88,6 +88,10 @@ class Settings:
     flush_interval_ms: int = 500
     session_idle_ms: int = 30_000
     max_message_bytes: int = 4 * MIB
+    # Limits (``worker.limits``): one update's bytes, and the bytes a session's documents may
+    # grow to; what would pass one is refused (close 4413, or an ``error``) and not applied.
+    max_update_bytes: int = 4 * MIB
+    max_doc_bytes: int = 32 * MIB
     admin_token: str | None = None
     auth_secret: str | None = None
     log_format: str = "text"
@@ -146,6 +150,8 @@ class Settings:
             flush_interval_ms=env_int(env, "FLUSH_INTERVAL_MS", 500, minimum=1),
             session_idle_ms=env_int(env, "SESSION_IDLE_MS", 30_000, minimum=0),
             max_message_bytes=env_int(env, "MAX_MESSAGE_BYTES", 4 * MIB, minimum=1024),
+            max_update_bytes=env_int(env, "MAX_UPDATE_BYTES", 4 * MIB, minimum=1024),
+            max_doc_bytes=env_int(env, "MAX_DOC_BYTES", 32 * MIB, minimum=1024),
             drain_timeout_ms=env_int(env, "DRAIN_TIMEOUT_MS", 20_000, minimum=0),
             log_interval_ms=env_int(env, "LOG_INTERVAL_MS", 5_000, minimum=1),
             admin_token=env_secret(env, "ADMIN_TOKEN"),

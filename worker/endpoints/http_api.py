@@ -33,6 +33,7 @@ from contract.timefmt import iso_time
 
 from .. import files, git_history
 from ..autocommit import no_history
+from ..limits import LimitExceeded
 from ..manager import SessionUnavailable
 from ..ownership import NotOwner
 from ..session import Session, SessionMoving
@@ -175,6 +176,8 @@ def _file_op(
         files.apply_operation(session, user, op, shadows)
     except files.FileOpError as exc:
         raise ApiError(409, jmsg.FILE_OP_FAILED, str(exc)) from None
+    except LimitExceeded as exc:
+        raise ApiError(413, jmsg.FILE_OP_FAILED, exc.refusal.reason) from None
     except SessionMoving as exc:
         raise ApiError(503, jmsg.SESSION_UNAVAILABLE, str(exc)) from None
 

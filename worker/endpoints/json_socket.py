@@ -1,7 +1,8 @@
 """The seed's JSON protocol at ``/`` and ``/ws``: one session per connection.
 
 Every failure answers ``{"type": "error", "error": <the seed's text>}`` (plus a ``reason`` where
-the seed's text is generic) and leaves the connection and the session as they were. Refusals by
+the seed's text is generic) and leaves the connection and the session as they were; a write
+refused by a limit too (``worker.limits``: the reason names the limit and its value). Refusals by
 authentication (``contract.auth``) are the exception: their error is followed by close 4401 (at
 connect) or 4403 (at the join, before the session is loaded).
 
@@ -36,6 +37,7 @@ from .. import files
 from .. import yjs_protocol as yjs
 from ..client import Client, Payload
 from ..connection import Connection
+from ..limits import LimitExceeded
 from ..manager import SessionUnavailable
 from ..ownership import NotOwner
 from ..session import Session, SessionMoving, UpdateRejected
@@ -190,7 +192,7 @@ class _JsonConnection:
             data = jmsg.data_of(message, jmsg.FILE_OP_FAILED)
             try:
                 files.apply_operation(session, user, data, self.shadows)
-            except files.FileOpError as exc:
+            except (files.FileOpError, LimitExceeded) as exc:
                 raise jmsg.MessageError(jmsg.FILE_OP_FAILED, str(exc)) from None
             session.broadcast_json(jmsg.file_operation(user, data), exclude=self.client)
             self.acknowledge(session, jmsg.file_operation_success(), received)
@@ -230,6 +232,8 @@ class _JsonConnection:
             session.apply_client_update(doc_id, update, self.client, lists=False)
         except UpdateRejected as exc:
             raise jmsg.MessageError(jmsg.UPDATE_FAILED, f"corrupt Yjs update: {exc}") from None
+        except LimitExceeded as exc:
+            raise jmsg.MessageError(jmsg.UPDATE_FAILED, exc.refusal.reason) from None
 
     async def _contested(
         self, session: Session, doc_id: str, author: int, owner: Client, update: bytes

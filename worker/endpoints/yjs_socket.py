@@ -8,7 +8,9 @@ handshake completes: when another live worker owns it, a router is answered 421 
 (``contract.routing``) and a direct client gets close 1013 naming it.
 
 Every message is handled synchronously, in the order it arrived (``worker.connection``): an
-update is applied, queued for the room's fan-out and buffered for the group commit at once.
+update is applied, queued for the room's fan-out and buffered for the group commit at once. An
+update refused by a limit (``worker.limits``) closes the connection with 4413 and the limit in
+the reason; y-websocket does not reconnect after it, so it does not send that update again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .. import yjs_protocol as yjs
 from ..client import Client, Payload
 from ..connection import Connection
 from ..doc_schema import EMPTY_UPDATE, INDEX_DOC
+from ..limits import LimitExceeded
 from ..manager import SessionUnavailable
 from ..ownership import NotOwner
 from ..room import Room
@@ -140,6 +143,8 @@ class _Editor:
                     conn.send(snapshot)
         except (yjs.FrameError, UpdateRejected) as exc:
             self._rejected(exc)
+        except LimitExceeded as exc:
+            conn.close(codes.TOO_LARGE, exc.refusal.reason)
         except SessionMoving as exc:
             conn.close(codes.RESTART, str(exc))
         return None
@@ -153,6 +158,8 @@ class _Editor:
             self.session.apply_client_update(self.doc_name, update, self.conn, frame)
         except UpdateRejected as exc:
             self._rejected(exc)
+        except LimitExceeded as exc:
+            self.conn.close(codes.TOO_LARGE, exc.refusal.reason)
         except SessionMoving as exc:
             self.conn.close(codes.RESTART, str(exc))
 

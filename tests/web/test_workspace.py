@@ -339,6 +339,30 @@ class TestConnection:
                     await eventually(lambda: _has(carol, "a.txt", "back"), what="the edit")
                 no_errors(alice)
 
+    async def test_an_edit_over_a_limit_is_explained_and_the_others_go_on(
+        self, tmp_path: Path
+    ) -> None:
+        """A paste over MAX_UPDATE_BYTES: the worker refuses it (4413); the page says it was
+        too large and not saved, and stops; the other person edits on."""
+        async with pool_and_browser(tmp_path, MAX_UPDATE_BYTES="1024") as (p, browser):
+            url = f"{p.http}/s/limited/a.txt"
+            alice = await person(browser, "alice", url, tolerate=("WebSocket",))
+            bob = await person(browser, "bob", url)
+            for who in (alice, bob):
+                await who.wait_connected()
+            await alice.type_at_end("small")
+            await bob.wait_text("small")
+            await alice.page.keyboard.insert_text("x" * 3000)
+            await expect(alice.page.locator(".status")).to_have_attribute("data-state", "refused")
+            banner = alice.page.locator(".banner")
+            await expect(banner).to_contain_text("too large and was not saved")
+            await expect(banner).to_contain_text("exceeds MAX_UPDATE_BYTES (1024)")
+            await bob.type_at_end(" still")
+            async with json_client(p, "limited") as carol:
+                await eventually(lambda: _has(carol, "a.txt", "small still"), what="bob's edit")
+            assert await bob.text() == "small still"
+            no_errors(alice, bob)
+
 
 async def _owner_changed(p: Pool, session: str, old: str) -> bool:
     return p.owner(session) not in (None, old)

@@ -6,13 +6,15 @@
 //   4401  the token was refused (missing, expired, bad signature): a new one is needed
 //   4403  the token does not allow this session
 //   4409  another connection edits this file with the same Yjs client ID: reload for a new one
+//   4413  an edit passed MAX_UPDATE_BYTES or MAX_DOC_BYTES: it was not saved; reload to continue
 
 const CODES = {
   1012: () => 'The server is moving this session (a worker is draining); reconnecting…',
   1013: (reason) => `The session is unavailable right now${reason ? ` (${reason})` : ''}; retrying…`,
   4401: (reason) => `Your token was refused${reason ? `: ${reason}` : ''}.`,
   4403: (reason) => `Access denied${reason ? `: ${reason}` : ''}.`,
-  4409: () => 'Another connection edits this file with the same document identity; reload the page to start afresh.'
+  4409: () => 'Another connection edits this file with the same document identity; reload the page to start afresh.',
+  4413: (reason) => `Your last change was too large and was not saved${reason ? ` (${reason})` : ''}. Reload the page to continue from the saved file.`
 }
 
 export class Connection {

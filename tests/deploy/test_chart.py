@@ -408,6 +408,8 @@ def test_worker_settings_reach_the_env() -> None:
             "sessionIdleMs": 60000,
             "cooldownMs": 1200000,
             "logIntervalMs": 7000,
+            "maxUpdateBytes": 65536,
+            "maxDocBytes": 1048576,
         },
         "config": {"logFormat": "text"},
         "router": {"healthIntervalMs": 500, "handoffTimeoutMs": 20000},
@@ -419,6 +421,8 @@ def test_worker_settings_reach_the_env() -> None:
     assert env_value(worker, "SESSION_IDLE_MS") == "60000"
     assert env_value(worker, "COOLDOWN_MS") == "1200000"
     assert env_value(worker, "LOG_INTERVAL_MS") == "7000"
+    assert env_value(worker, "MAX_UPDATE_BYTES") == "65536"
+    assert env_value(worker, "MAX_DOC_BYTES") == "1048576"
     assert env_value(worker, "LOG_FORMAT") == env_value(router, "LOG_FORMAT") == "text"
     assert env_value(router, "HEALTH_INTERVAL_MS") == "500"
     assert env_value(router, "HANDOFF_TIMEOUT_MS") == "20000"

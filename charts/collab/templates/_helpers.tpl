@@ -187,6 +187,10 @@ app.kubernetes.io/part-of: {{ include "collab.name" .ctx }}
   value: {{ .Values.worker.cooldownMs | int64 | quote }}
 - name: LOG_INTERVAL_MS
   value: {{ .Values.worker.logIntervalMs | int64 | quote }}
+- name: MAX_UPDATE_BYTES
+  value: {{ .Values.worker.maxUpdateBytes | int64 | quote }}
+- name: MAX_DOC_BYTES
+  value: {{ .Values.worker.maxDocBytes | int64 | quote }}
 {{- end }}
 
 {{/* Pod-level fields every workload shares. */}}

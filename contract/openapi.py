@@ -15,7 +15,8 @@ _ERROR_STATUSES = {
     "403": "The token does not allow this session, or is read-only for it",
     "404": "No such file or commit",
     "409": "The request conflicts with the session's state (a binary file, an existing path)",
-    "413": "The body exceeds MAX_MESSAGE_BYTES",
+    "413": "The body exceeds MAX_MESSAGE_BYTES, or the write would pass MAX_UPDATE_BYTES or"
+    " MAX_DOC_BYTES (the limit and its value in reason)",
     "421": "This worker does not own the session; X-Collab-Owner* headers name the owner",
     "503": "The session is unavailable now (storage, draining, a takeover pending): retry",
 }

@@ -291,6 +291,20 @@ class TestJsonProtocol:
                 assert await j.get_files() == ["a.txt"]
 
 
+class TestHttpApi:
+    async def test_a_write_over_a_limit_is_413_with_the_limit(self, limited: RunningWorker) -> None:
+        async with httpx.AsyncClient(base_url=limited.http) as http:
+            url = "/api/sessions/s-api/files/a.txt"
+            assert (await http.put(url, json={"content": "fits"})).status_code == 200
+            refused = await http.put(url, json={"content": "w" * 3000})
+            assert refused.status_code == 413
+            assert refused.json() == {
+                "error": "Failed to apply file operation",
+                "reason": "update of 3000 bytes exceeds MAX_UPDATE_BYTES (2048)",
+            }
+            assert (await http.get(url)).json()["content"] == "fits"
+
+
 class TestMetrics:
     async def test_refusals_and_document_sizes_are_exported(self, limited: RunningWorker) -> None:
         async with YjsClient.connect(limited.url, "s-m/a.txt") as editor:

@@ -75,6 +75,8 @@ def figures(row: dict[str, Any]) -> list[tuple[str, list[str]]]:
             ],
         )
     )
+    if "other_cpu_pct" in row:
+        out.append(("other processes' CPU while typing", [f"{row['other_cpu_pct']:,.0f} %"]))
     collab = row["server"] == "collab"
     memory = "— (in memory)"
     restarted = f"{_mb(row.get('rss_restarted'))} / {_mb(row.get('rss_after_load'))}"

@@ -235,6 +235,10 @@ async def measure_collab(
     except (PhaseError, TimeoutError) as exc:
         row["error"] = str(exc) or type(exc).__name__
         say(f"  FAILED: {row['error']}")
+    row["worker_log"] = stack.log_events()
+    # Whether it left by the idle unload (flush, compact, meta) or otherwise (a lease lapse
+    # drops a session without compacting it); the listing after it says what is stored then.
+    row["idle_unload"] = row["worker_log"].get("session_unloaded", 0) > 0
     return row
 
 

@@ -87,9 +87,14 @@ def figures(row: dict[str, Any]) -> list[tuple[str, list[str]]]:
          [_fresh(row, "fresh_cold") if collab else memory]),
         ("worker RSS: restarted / after the cold load",
          [restarted if collab else memory]),
-        ("stored after unload (compacted)",
+        ("stored once the session left the worker",
          _stored(row.get("stored_unloaded"), encoded) if collab else [memory]),
+        ("  ... left by the idle unload (compacts)",
+         [_yes(row.get("idle_unload")) if collab else memory]),
     ]  # fmt: skip
+    if row.get("worker_log"):
+        events = sorted(row["worker_log"].items())
+        out.append(("worker log: warnings, errors, unloads", [f"{k} x{n}" for k, n in events]))
     if "error" in row:
         out.append(("FAILED", [row["error"].splitlines()[0][:200]]))
     return out

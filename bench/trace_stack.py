@@ -14,6 +14,7 @@ independent reader).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -34,6 +35,7 @@ NODE_MODULES = ROOT / "tests" / "js" / "node_modules"
 REFERENCE_SERVER = NODE_MODULES / "@y" / "websocket-server" / "src" / "server.js"
 ADMIN_TOKEN = "bench-trace-admin"
 KINDS = ("updates", "snapshots", "log")
+_NOTED = {"session_unloaded", "lease_acquired", "lease_restored"}
 
 
 class StackError(RuntimeError):
@@ -245,6 +247,22 @@ class CollabStack:
             if line.startswith("collab_sessions_active"):
                 return float(line.rsplit(" ", 1)[1])
         return None
+
+    def log_events(self) -> dict[str, int]:
+        """The worker's warnings and errors, and its session unloads, by event name (over
+        every incarnation: the log is appended to across the restart)."""
+        counts: dict[str, int] = {}
+        for line in self.worker.log.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            event = str(record.get("event", "?"))
+            if record.get("level") in ("warning", "error", "critical") or event in _NOTED:
+                counts[event] = counts.get(event, 0) + 1
+        return counts
 
     async def stored(self, session: str) -> Stored:
         prefix = f"sessions/{session}/"

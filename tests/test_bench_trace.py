@@ -110,6 +110,7 @@ async def test_a_short_replay_is_exact_on_both_servers_and_every_figure_is_there
     collab = rows["collab"]
     assert collab["fresh_cold"]["exact"] and 0 < collab["fresh_cold"]["sync_ms"] < 30_000
     assert 10 * 2**20 < collab["rss_after_load"] < 2**30
+    assert collab["idle_unload"] is True
     live, unloaded = collab["stored_live"], collab["stored_unloaded"]
     assert live["bytes"]["updates"] > 0 and live["objects"]["updates"] > 0
     # Unloading compacts: the segments are merged into snapshots, nothing of the text is lost.

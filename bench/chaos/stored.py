@@ -131,9 +131,9 @@ class S3Reader:
         )
         return headers
 
-    def list(self, prefix: str) -> list[str]:
-        """Every key under ``prefix`` (all pages)."""
-        keys: list[str] = []
+    def objects(self, prefix: str) -> list[tuple[str, int]]:
+        """Every key under ``prefix`` with its size in bytes (all pages)."""
+        found: list[tuple[str, int]] = []
         token: str | None = None
         for _ in range(100_000):  # pages of 1,000 keys: bounded far above any run
             query = [("list-type", "2"), ("prefix", prefix)]
@@ -145,12 +145,20 @@ class S3Reader:
                     f"list {prefix}: HTTP {response.status_code} {response.text[:200]}"
                 )
             root = ElementTree.fromstring(response.content)
-            keys += [el.text or "" for el in root.iter() if _local(el.tag) == "Key"]
+            for item in root:
+                if _local(item.tag) == "Contents":
+                    found.append(
+                        (_child_text(item, "Key") or "", int(_child_text(item, "Size") or 0))
+                    )
             truncated = _child_text(root, "IsTruncated") == "true"
             token = _child_text(root, "NextContinuationToken")
             if not truncated or not token:
-                return keys
+                return found
         raise StorageError(f"list {prefix}: too many pages")
+
+    def list(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (all pages)."""
+        return [key for key, _ in self.objects(prefix)]
 
     def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is no such key (any more)."""

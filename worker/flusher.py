@@ -131,6 +131,13 @@ class Flusher:
             state = self._state[session_id] = _Writes()
         return state.outbox
 
+    def loaded(self, session_id: str, stored: dict[str, int], objects: int) -> None:
+        """A load read ``objects`` objects of ``stored`` bytes by kind: all but one count as
+        segments still to compact (the 64-segment backstop, and a compaction on leaving)."""
+        self.outbox(session_id)
+        self._state[session_id].segments = max(0, objects - 1)
+        self.stored.loaded(session_id, stored)
+
     def forget(self, session_id: str) -> None:
         """The session left: its outbox is dropped (a leaving session's is empty, or its
         contents were refused back to their clients)."""

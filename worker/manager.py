@@ -197,7 +197,7 @@ class SessionManager:
             self.flusher.forget(session_id)
             await self.ownership.release(session_id, claim)
             raise SessionUnavailable(_DRAINING, draining=True)
-        self.stored.loaded(session_id, loaded.stored)
+        self.flusher.loaded(session_id, loaded.stored, len(loaded.keys))
         if self._background is not None:
             self._background.start_soon(self._list_log, session_id)
         self.sessions[session_id] = session

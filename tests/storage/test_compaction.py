@@ -35,9 +35,9 @@ def typing_history(count: int, seed: int = 3) -> tuple[list[bytes], str]:
     doc: Doc[Any] = Doc()
     text = doc.get("content", type=Text)
     updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))  # each keystroke's own update
     length = 0
     for _ in range(count):
-        before = doc.get_state()
         if length > 8 and rng.random() < 0.25:
             at = rng.randrange(length - 1)
             del text[at : at + 1]
@@ -46,7 +46,6 @@ def typing_history(count: int, seed: int = 3) -> tuple[list[bytes], str]:
             at = length if rng.random() < 0.8 else rng.randrange(length + 1)
             text.insert(at, rng.choice("abc d\n"))
             length += 1
-        updates.append(doc.get_update(before))
     return updates, str(text)
 
 

@@ -105,6 +105,25 @@ class TestCompactionBySize:
 
 
 class TestCompactionOnDeparture:
+    async def test_a_session_loaded_from_many_objects_is_compacted_when_idle(
+        self, tmp_path: Path
+    ) -> None:
+        """Segments another worker left (a SIGKILL) are folded on unload, even unedited."""
+        storage = tmp_path / "storage"
+        writer = SessionStore(LocalStore(storage), "w-dead")
+        doc: Doc = Doc()
+        for word in ("one ", "two ", "three "):
+            before = doc.get_state()
+            doc.get("content", type=Text).insert(len(doc.get("content", type=Text)), word)
+            await writer.append_updates("s-left", [("a.txt", doc.get_update(before))])
+        settings = settings_for(StorageSettings(storage_dir=storage), session_idle_ms=200)
+        async with run_worker(settings) as worker:
+            async with YjsClient.connect(worker.url, "s-left/a.txt") as y:
+                await y.wait_text("one two three ")
+            await wait_until(lambda: "s-left" not in worker.manager.sessions, what="unload")
+        assert count(storage, "s-left", "updates") == 0
+        assert count(storage, "s-left", "snapshots") == 1
+
     async def test_drain_leaves_each_session_as_one_snapshot(self, tmp_path: Path) -> None:
         storage = tmp_path / "storage"
         settings = settings_for(StorageSettings(storage_dir=storage))

@@ -126,6 +126,36 @@ class TestSnapshotEncoding:
         await sessions.append_updates("s1", [("a", steps[1])])
         assert text_of((await sessions.load("s1")).docs["a"]) == str(text) == "Xhello ld"
 
+    async def test_a_large_doc_loads_in_snapshot_form_with_nothing_missing(
+        self, store: Store
+    ) -> None:
+        """A load of a large doc from many segments returns the compact form, with the merge's
+        text and state vector, and a deletion whose target is not stored yet still applies."""
+        updates, _ = typing_history(8000)
+        doc: Doc[Any] = Doc()
+        text = doc.get("content", type=Text)
+        steps = []
+        for edit in (lambda: text.insert(0, "hello"), lambda: text.insert(5, " world")):
+            before = doc.get_state()
+            edit()
+            steps.append(doc.get_update(before))
+        before = doc.get_state()
+        del text[6:9]
+        steps.append(doc.get_update(before))
+        sessions = SessionStore(store, "w1")
+        await write_history(sessions, "s1", [*updates, steps[0], steps[2]])
+        loaded = (await sessions.load("s1")).docs["a"]
+        merged = merge_updates(*updates, steps[0], steps[2])
+        assert len(loaded) < len(merged) and len(merged) > 64 * 1024
+        assert get_state(loaded) == get_state(merged) and text_of(loaded) == text_of(merged)
+        late: Doc[Any] = Doc()
+        late.apply_update(loaded)
+        late.apply_update(steps[1])
+        check: Doc[Any] = Doc()
+        for update in [*updates, *steps]:
+            check.apply_update(update)
+        assert str(late.get("content", type=Text)) == str(check.get("content", type=Text))
+
     async def test_an_update_waiting_for_its_dependency_survives(self, store: Store) -> None:
         """An update whose predecessor is missing is kept (pending) and applies later."""
         doc: Doc[Any] = Doc()

@@ -50,6 +50,7 @@ from contract.timefmt import iso_time
 from worker.storage.base import CorruptObject, StorageUnavailable, Store
 from worker.storage.codec import decode_segment, encode_segment
 from worker.storage.git_and_blobs import SessionHistory
+from worker.storage.heap import release_free_memory
 
 __all__ = [
     "CompactResult",
@@ -446,12 +447,20 @@ def _per_doc(objects: list[tuple[str, bytes]]) -> dict[str, list[tuple[str, byte
     return per_doc
 
 
+_SNAPSHOT_FORM_BYTES = 64 * 1024
+
+
 def _load_objects(objects: list[tuple[str, bytes]]) -> dict[str, bytes]:
     """One update per doc for a live session; runs in a thread (pure CPU, can be large).
 
     A doc stored in one object only is checked (``get_state`` decodes it whole) and used as is:
-    merging a single update would only copy it.
+    merging a single update would only copy it. A large doc in several objects is returned in
+    snapshot form (``_snapshot_doc``): the session applies it to its Doc on the event loop,
+    and applying a merge that still holds every deleted character took ten times longer there
+    than building the compact form here (docs/storage.md, Compaction). A small one is merged:
+    its apply is cheap anywhere, and a join storm loads many of them.
     """
+    processed = sum(len(data) for _, data in objects)
     per_doc = _per_doc(objects)
     docs: dict[str, bytes] = {}
     while per_doc:
@@ -463,17 +472,24 @@ def _load_objects(objects: list[tuple[str, bytes]]) -> dict[str, bytes]:
             except ValueError as exc:
                 raise CorruptObject(key, f"doc {name!r}: invalid Yjs update ({exc})") from None
             docs[name] = update
+        elif sum(len(update) for _, update in items) >= _SNAPSHOT_FORM_BYTES:
+            docs[name] = _snapshot_doc(name, items)
         else:
             docs[name] = _merge_doc(name, items)
+    release_free_memory(processed)
     return docs
 
 
 def _snapshot_objects(objects: list[tuple[str, bytes]]) -> tuple[bytes, int]:
     """The snapshot of ``objects`` (every doc as its compacted state) and its number of docs;
     runs in a thread."""
+    processed = sum(len(data) for _, data in objects)
     per_doc = _per_doc(objects)
     entries = [(name, _snapshot_doc(name, per_doc.pop(name))) for name in sorted(per_doc)]
-    return encode_segment(entries), len(entries)
+    snapshot, docs = encode_segment(entries), len(entries)
+    del entries
+    release_free_memory(processed)
+    return snapshot, docs
 
 
 def _snapshot_doc(name: str, items: list[tuple[str, bytes]]) -> bytes:

@@ -27,6 +27,7 @@ from .metrics import WorkerMetrics
 from .settings import Settings
 from .storage import InstrumentedStore, SessionStore, Store, store_for
 from .storage.conditional_writes import ConditionalWriteProof
+from .stored_bytes import StoredBytes
 
 log = structlog.get_logger("worker.app")
 
@@ -76,8 +77,11 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # so that a burst of session writes never queues a lease renewal behind it.
         lane = open_store()
         stores.push_async_callback(_close, lane, "coordination")
+        stored = StoredBytes(metrics)
         session_store = SessionStore(
-            InstrumentedStore(raw, metrics.storage_request), settings.worker_id
+            InstrumentedStore(raw, metrics.storage_request),
+            settings.worker_id,
+            on_written=stored.written,
         )
         # One live owner rests on conditional writes: no lease, so no session, before this
         # store has shown it honours them (worker.storage.conditional_writes).
@@ -87,7 +91,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             settings.storage.describe(),
         )
         coordination = proof.guarded
-        manager = SessionManager(settings, session_store, metrics, coordination)
+        manager = SessionManager(settings, session_store, metrics, coordination, stored)
         state = WorkerState(settings, metrics, session_store, manager, app.state.started)
         app.state.worker = state
         log.info(

@@ -16,7 +16,9 @@ class Departure:
     event: str  # the log line once it has left
     only_if_idle: bool = False  # stays if a client came back meanwhile
     commit_first: bool = False  # a git session's uncommitted edits are committed first
-    compact: bool = False  # its segments are compacted on the way out
+    # Its segments are compacted on the way out (so the next load reads one object): with
+    # clients away, once it accepts no edit and by the departure's deadline.
+    compact: bool = False
     clients_away: str | None = None  # clients are closed with 1012 and this reason
     # A fenced worker may no longer own the session: the record is released only if its lease
     # is valid again, and nothing else is written for it.
@@ -29,9 +31,14 @@ IDLE = Departure("session_unloaded", only_if_idle=True, commit_first=True, compa
 TO_PEER = Departure("session_released_to_peer", only_if_idle=True)
 # A router moved it to another worker (a ring change).
 HANDED_OFF = Departure(
-    "session_handed_off", commit_first=True, clients_away="session moved to another worker"
+    "session_handed_off",
+    commit_first=True,
+    compact=True,
+    clients_away="session moved to another worker",
 )
 # This worker is draining (admin drain, SIGTERM).
-DRAINED = Departure("session_drained", commit_first=True, clients_away="worker draining")
+DRAINED = Departure(
+    "session_drained", commit_first=True, compact=True, clients_away="worker draining"
+)
 # This worker's lease lapsed: what it holds is written once storage takes it, then it is gone.
 FENCED = Departure("fenced_session_settled", fenced=True)

@@ -5,9 +5,10 @@ yet stored, and the acknowledgements waiting for it), keyed by session id: a ses
 its outbox, the flusher takes out. Flushes are spread over the interval by age (a session is
 written once its oldest pending update is ``FLUSH_INTERVAL_MS`` old), retried with exponential
 backoff while storage refuses them (the session keeps serving and its updates stay in memory,
-in order), and compaction follows every ``compact_every_segments`` segments. The flusher is
-also where the worker learns whether its storage works (``StorageHealth``): every write
-reports to it.
+in order), and compaction follows once the segments written since the session's last snapshot
+outweigh ``COMPACT_SEGMENT_RATIO`` times that snapshot (and ``COMPACT_MIN_SEGMENT_BYTES``), or
+number ``compact_every_segments``. The flusher is also where the worker learns whether its
+storage works (``StorageHealth``): every write reports to it.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from typing import Any
 
 import anyio
 import structlog
-from pycrdt import merge_updates
 
 from .metrics import WorkerMetrics
 from .outbox import Outbox, PendingUpdate
 from .settings import Settings
 from .storage import SessionStore, StorageError
+from .storage.session_store import merge_many
+from .stored_bytes import StoredBytes
 
 log = structlog.get_logger("worker.flusher")
 
@@ -36,7 +38,6 @@ _MAX_BACKOFF_S = 30.0
 # waiting acknowledgements together), so a burst of writes leaves storage connections free for
 # loads and never queues up without bound.
 _PARALLEL_FLUSHES = 16
-_MERGE_FAN_IN = 32
 
 
 class StorageHealth:
@@ -62,13 +63,27 @@ class StorageHealth:
 
 class _Writes:
     """Per session: its outbox, one flush at a time, when the next may be tried after a
-    failure, and the segments written since the last compaction."""
+    failure, the segments written since the last compaction, and whether a compaction runs or
+    failed (then only the segment count triggers the next: no full read of a session whose
+    compaction cannot succeed on every flush)."""
 
-    __slots__ = ("failed_at", "failures", "lock", "log_written", "outbox", "retry_at", "segments")
+    __slots__ = (
+        "compact_failed",
+        "compacting",
+        "failed_at",
+        "failures",
+        "lock",
+        "log_written",
+        "outbox",
+        "retry_at",
+        "segments",
+    )
 
     def __init__(self) -> None:
         self.outbox = Outbox()
         self.segments = 0
+        self.compacting = False
+        self.compact_failed = False
         self.lock = asyncio.Lock()
         self.failures = 0
         self.retry_at = 0.0
@@ -88,18 +103,6 @@ def merged_by_doc(updates: list[PendingUpdate]) -> list[tuple[str, bytes]]:
     return [(doc, merge_many(ups)) for doc, ups in by_doc.items()]
 
 
-def merge_many(updates: list[bytes]) -> bytes:
-    """``merge_updates(*updates)``, in rounds of ``_MERGE_FAN_IN``: one merge of thousands of
-    small updates costs time quadratic in their number (3,000: 37 ms, 30,000: 5 s, holding
-    the event loop), a tree of small merges a fraction of it, with the same result."""
-    while len(updates) > 1:
-        updates = [
-            merge_updates(*updates[i : i + _MERGE_FAN_IN]) if i + 1 < len(updates) else updates[i]
-            for i in range(0, len(updates), _MERGE_FAN_IN)
-        ]
-    return updates[0]
-
-
 class Flusher:
     def __init__(
         self,
@@ -108,12 +111,15 @@ class Flusher:
         metrics: WorkerMetrics,
         health: StorageHealth,
         lease_valid: Callable[[], bool] = lambda: True,
+        stored: StoredBytes | None = None,
     ) -> None:
+        """``stored``: the live sessions' stored bytes (compaction is decided from them)."""
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self.health = health
         self.lease_valid = lease_valid
+        self.stored = stored if stored is not None else StoredBytes(metrics)
         self._state: dict[str, _Writes] = {}
         self._soon: set[str] = set()  # sessions with a prompt flush scheduled
         self._limiter = anyio.CapacityLimiter(_PARALLEL_FLUSHES)
@@ -125,11 +131,19 @@ class Flusher:
             state = self._state[session_id] = _Writes()
         return state.outbox
 
+    def loaded(self, session_id: str, stored: dict[str, int], objects: int) -> None:
+        """A load read ``objects`` objects of ``stored`` bytes by kind: all but one count as
+        segments still to compact (the 64-segment backstop, and a compaction on leaving)."""
+        self.outbox(session_id)
+        self._state[session_id].segments = max(0, objects - 1)
+        self.stored.loaded(session_id, stored)
+
     def forget(self, session_id: str) -> None:
         """The session left: its outbox is dropped (a leaving session's is empty, or its
         contents were refused back to their clients)."""
         self._state.pop(session_id, None)
         self._soon.discard(session_id)
+        self.stored.forget(session_id)
 
     async def flush(self, session_id: str, *, with_log: bool = False) -> bool:
         """Writes the session's pending updates as one segment; False if storage refused.
@@ -215,9 +229,29 @@ class Flusher:
             state.failures = 0
             state.retry_at = 0.0
             self.health.recovered()
-        if state.segments >= self.settings.compact_every_segments:
+        if not state.compacting and self.compaction_due(session_id, state):
             await self.compact(session_id)
         return True
+
+    def has_segments(self, session_id: str) -> bool:
+        """Segments of the session are in storage besides its snapshot, as far as we know."""
+        state = self._state.get(session_id)
+        return bool(state and state.segments) or self.stored.of(session_id)["updates"] > 0
+
+    def compaction_due(self, session_id: str, state: _Writes) -> bool:
+        """The segments since the last snapshot outweigh it (by the ratio, above the floor),
+        or are too many: a cold load should read about one object, and stored bytes stay
+        within a small multiple of the document."""
+        if state.segments >= self.settings.compact_every_segments:
+            return True
+        if state.compact_failed:
+            return False
+        sizes = self.stored.of(session_id)
+        floor = max(
+            self.settings.compact_min_segment_bytes,
+            self.settings.compact_segment_ratio * sizes["snapshots"],
+        )
+        return sizes["updates"] > floor
 
     def flush_soon(self, session_id: str, spawn: Callable[[Job], None]) -> None:
         """A client waits for an acknowledgement: write now instead of at the interval's end.
@@ -260,12 +294,36 @@ class Flusher:
         )
 
     async def compact(self, session_id: str) -> None:
+        """Folds the session into one snapshot; a failure only leaves more objects to read.
+
+        It does not hold the session's flush lock: a flush may write a segment meanwhile, which
+        this compaction does not list, so does not delete (``SessionStore.compact``).
+        """
+        state = self._state.get(session_id)
+        if state is not None:
+            state.segments = 0
+            state.compacting = True
         try:
-            await self.store.compact(session_id)
-            if (state := self._state.get(session_id)) is not None:
-                state.segments = 0
+            result = await self.store.compact(session_id)
         except StorageError as exc:
             log.warning("compact_failed", session=session_id, error=str(exc))
+            if state is not None:
+                state.compact_failed = True
+            return
+        finally:
+            if state is not None:
+                state.compacting = False
+        if state is not None:
+            state.compact_failed = False
+        self.stored.compacted(session_id, result)
+        if result.snapshot_key is not None:
+            log.info(
+                "session_compacted",
+                session=session_id,
+                objects=len(result.merged_keys),
+                read_bytes=sum(result.merged_bytes.values()),
+                snapshot_bytes=result.snapshot_bytes,
+            )
 
     async def flush_due(self, tick: float = 0.0) -> None:
         """Flushes every session whose oldest update is about ``FLUSH_INTERVAL_MS`` old.

@@ -40,6 +40,7 @@ from .session import Session
 from .settings import Settings
 from .storage import CorruptObject, SessionMeta, SessionStore, StorageError, Store
 from .storage.ownership import OwnershipStore
+from .stored_bytes import StoredBytes
 
 log = structlog.get_logger("worker.manager")
 
@@ -67,11 +68,13 @@ class SessionManager:
         store: SessionStore,
         metrics: WorkerMetrics,
         coordination: Store | None = None,
+        stored: StoredBytes | None = None,
     ) -> None:
         """``coordination``: the store leases and owner records go through; by default the
         sessions' own. The app gives it a separate instance of the same backend, so that a
         burst of session writes never queues the lease renewal behind it (a starved renewal
-        would fence a healthy worker)."""
+        would fence a healthy worker). ``stored``: the live sessions' stored bytes, fed by
+        ``store``'s ``on_written`` (the app wires both)."""
         self.settings = settings
         self.store = store
         self.metrics = metrics
@@ -97,7 +100,8 @@ class SessionManager:
             worker_id=settings.worker_id,
             address=settings.advertise_address,
         )
-        self.flusher = Flusher(settings, store, metrics, self.health, self.lease.valid)
+        self.stored = stored if stored is not None else StoredBytes(metrics)
+        self.flusher = Flusher(settings, store, metrics, self.health, self.lease.valid, self.stored)
         self.autocommit = AutoCommitter(settings, store, metrics)
         self.handoff = HandOff(self.sessions, self.leave, self.spawn, metrics)
         self._background: TaskGroup | None = None  # run()'s task group
@@ -197,6 +201,9 @@ class SessionManager:
             self.flusher.forget(session_id)
             await self.ownership.release(session_id, claim)
             raise SessionUnavailable(_DRAINING, draining=True)
+        self.flusher.loaded(session_id, loaded.stored, len(loaded.keys))
+        if self._background is not None:
+            self._background.start_soon(self._list_log, session_id)
         self.sessions[session_id] = session
         self.metrics.sessions_active.set(len(self.sessions))
         self.metrics.session_load_seconds.observe(time.perf_counter() - started)
@@ -209,6 +216,14 @@ class SessionManager:
             seconds=round(time.perf_counter() - started, 4),
         )
         return session
+
+    async def _list_log(self, session_id: str) -> None:
+        """The log's stored bytes, after the load (metrics only: never delays a join)."""
+        try:
+            nbytes = await self.store.log_bytes(session_id)
+        except StorageError:
+            return
+        self.stored.listed_log(session_id, nbytes)
 
     async def release(self, session: Session) -> None:
         """Gives up ownership of a session that is durable and leaving (unload, hand-off)."""
@@ -274,13 +289,21 @@ class SessionManager:
             await anyio.sleep(min(_RETRY_ROUND_S, max(0.0, deadline - time.monotonic())))
         if why.only_if_idle and self._in_use(session):
             return False
-        if durable and why.compact:
+        compact = durable and why.compact and self.flusher.has_segments(session.id)
+        if compact and why.clients_away is None:
+            # Nobody is connected (an idle unload): a client may still come back meanwhile.
             await self.flusher.compact(session.id)
             durable = not self._in_use(session) and self.sessions.get(session.id) is session
             if not durable:
                 return False
         if durable:
             session.moving = True
+            if compact and why.clients_away is not None:
+                # Connected clients: compacted once no edit is accepted, before the record is
+                # released, so the next owner's load reads one object. By the deadline: a
+                # compaction cut short leaves more objects to read, never less data.
+                with anyio.move_on_after(_remaining(deadline)):
+                    await self.flusher.compact(session.id)
             if not why.fenced or self.lease.valid():
                 await self.release(session)
         if why.clients_away is not None:
@@ -408,3 +431,7 @@ class SessionManager:
                     # loudly, count it, and try again next interval (updates stay in memory).
                     self.metrics.flush_errors.inc()
                     log.exception("flush_loop_error")
+
+
+def _remaining(deadline: float | None) -> float:
+    return float("inf") if deadline is None else max(0.0, deadline - time.monotonic())

@@ -118,6 +118,19 @@ class WorkerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.stored_bytes = Gauge(
+            "collab_stored_bytes",
+            "Bytes the live sessions of this worker hold in storage, by kind (updates and"
+            " snapshots: CRDT state; log: operations log)",
+            ["kind"],
+            registry=r,
+        )
+        self.stored_bytes_written = Counter(
+            "collab_stored_bytes_written",
+            "Bytes this worker wrote to storage for sessions, by kind",
+            ["kind"],
+            registry=r,
+        )
         self.info = Gauge(
             "collab_worker_info",
             "Always 1; its label names this worker, for joins on `instance` in dashboards",

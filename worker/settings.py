@@ -103,8 +103,12 @@ class Settings:
     log_interval_ms: int = 5_000
     # SIGTERM/drain: how long to keep retrying flushes before closing clients anyway.
     drain_timeout_ms: int = 20_000
-    # Compact a live session once this many segments have piled up since its last compaction.
+    # Compact a live session once this many segments have piled up since its last compaction,
+    # or once the segments written since its last snapshot outweigh COMPACT_SEGMENT_RATIO times
+    # that snapshot and COMPACT_MIN_SEGMENT_BYTES (docs/storage.md "Compaction").
     compact_every_segments: int = 64
+    compact_segment_ratio: float = 1.0
+    compact_min_segment_bytes: int = 64 * 1024
     # Ownership (docs/storage.md "One live owner"): the lease's time to live, and the address
     # other workers reach this one at (None: COLLAB_HOST, or this host's IP when that is a
     # wildcard).
@@ -161,7 +165,22 @@ class Settings:
             lease_ttl_ms=env_int(env, "LEASE_TTL_MS", 10_000, minimum=1_000),
             advertise_host=env_str(env, "ADVERTISE_HOST"),
             ack_mode=env_choice(env, "ACK_MODE", "durable", ("durable", "applied")),
+            compact_segment_ratio=_env_ratio(env, "COMPACT_SEGMENT_RATIO", 1.0),
+            compact_min_segment_bytes=env_int(env, "COMPACT_MIN_SEGMENT_BYTES", 64 * 1024),
         )
         if not 1 <= settings.port <= 65535:
             raise ConfigError("PORT", f"must be 1-65535, got {settings.port}")
         return settings
+
+
+def _env_ratio(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env_str(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ConfigError(name, f"must be a positive number, got {raw!r}")
+    return value

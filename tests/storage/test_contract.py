@@ -85,6 +85,14 @@ class TestStoreContract:
         assert await store.list("p/") == sorted(keys)
         assert await store.list("p/a/") == ["p/a/1", "p/a/10", "p/a/2"]
 
+    async def test_list_sizes_gives_every_key_with_its_size(self, store: Store) -> None:
+        """list_sizes is list with each object's size in bytes (stored-bytes metrics)."""
+        await store.put("p/a", b"12345")
+        await store.put("p/b/c", b"")
+        await store.put("q/a", b"xyz")
+        assert await store.list_sizes("p/") == {"p/a": 5, "p/b/c": 0}
+        assert await store.list_sizes("none/") == {}
+
     async def test_list_prefix_isolation(self, store: Store) -> None:
         """ "sessions/a/" never lists "sessions/ab/"; a partial prefix matches like S3's."""
         for key in ["sessions/a/x", "sessions/ab/x", "sessions/b/x", "other/a/x"]:

@@ -86,6 +86,9 @@ class TestOneLine:
             ({"FLUSH_INTERVAL_MS": "0"}, "FLUSH_INTERVAL_MS"),
             ({"WORKER_ID": "a b"}, "WORKER_ID"),
             ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+            ({"COMPACT_SEGMENT_RATIO": "0"}, "COMPACT_SEGMENT_RATIO"),
+            ({"COMPACT_SEGMENT_RATIO": "lots"}, "COMPACT_SEGMENT_RATIO"),
+            ({"COMPACT_MIN_SEGMENT_BYTES": "-1"}, "COMPACT_MIN_SEGMENT_BYTES"),
             (
                 {"MINIO_ENDPOINT": "minio:9000", "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "s"},
                 "MINIO_ENDPOINT",
@@ -97,3 +100,14 @@ class TestOneLine:
             Settings.from_env(env)
         assert refused.value.variable == variable
         assert "\n" not in str(refused.value)
+
+    def test_compaction_settings_read_their_variables(self) -> None:
+        """Compaction by size: the ratio and the floor (defaults 1.0 and 64 KiB)."""
+        assert (Settings().compact_segment_ratio, Settings().compact_min_segment_bytes) == (
+            1.0,
+            65536,
+        )
+        tuned = Settings.from_env(
+            {"COMPACT_SEGMENT_RATIO": "0.5", "COMPACT_MIN_SEGMENT_BYTES": "1024"}
+        )
+        assert (tuned.compact_segment_ratio, tuned.compact_min_segment_bytes) == (0.5, 1024)

@@ -145,6 +145,11 @@ class Store(Protocol):
         """Every key that starts with ``prefix`` (a plain string prefix), sorted."""
         ...
 
+    async def list_sizes(self, prefix: str) -> dict[str, int]:
+        """Like ``list``, with each object's size in bytes (the same one request on S3); for
+        stored-bytes metrics, never for correctness."""
+        ...
+
     async def check(self) -> None:
         """Raise ``StorageUnavailable`` unless the backend answers; used by readiness."""
         ...
@@ -196,6 +201,9 @@ class InstrumentedStore:
 
     async def list(self, prefix: str) -> list[str]:
         return await self._counted("list", self.inner.list(prefix))
+
+    async def list_sizes(self, prefix: str) -> dict[str, int]:
+        return await self._counted("list", self.inner.list_sizes(prefix))
 
     async def check(self) -> None:
         await self._counted("check", self.inner.check())

@@ -173,6 +173,9 @@ class _Guarded:
     async def list(self, prefix: str) -> list[str]:
         return await self.inner.list(prefix)
 
+    async def list_sizes(self, prefix: str) -> dict[str, int]:
+        return await self.inner.list_sizes(prefix)
+
     async def check(self) -> None:
         await self.inner.check()
 

@@ -172,6 +172,15 @@ class LocalStore:
         except OSError as exc:
             raise StorageUnavailable("list", prefix, exc) from exc
 
+    async def list_sizes(self, prefix: str) -> dict[str, int]:
+        check_prefix(prefix)
+        try:
+            return await anyio.to_thread.run_sync(
+                _list_sizes, self.root, prefix, limiter=self._limiter
+            )
+        except OSError as exc:
+            raise StorageUnavailable("list", prefix, exc) from exc
+
     async def check(self) -> None:
         try:
             await anyio.to_thread.run_sync(_check_root, self.root, limiter=self._limiter)
@@ -417,6 +426,16 @@ def _list(root: Path, prefix: str) -> list[str]:
                 keys.append(key)
     keys.sort()
     return keys
+
+
+def _list_sizes(root: Path, prefix: str) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for key in _list(root, prefix):
+        try:
+            sizes[key] = root.joinpath(*key.split("/")).stat().st_size
+        except FileNotFoundError:  # deleted since the walk: not there any more
+            pass
+    return sizes
 
 
 def _may_match(dir_prefix: str, prefix: str) -> bool:

@@ -162,6 +162,19 @@ class MinioStore:
 
         return await self._call("list", prefix, list_keys)
 
+    async def list_sizes(self, prefix: str) -> dict[str, int]:
+        check_prefix(prefix)
+
+        async def list_sized() -> dict[str, int]:
+            objects = self._client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            return {
+                obj.object_name: obj.size or 0
+                async for obj in objects
+                if obj.object_name is not None
+            }
+
+        return await self._call("list", prefix, list_sized)
+
     async def check(self) -> None:
         """Readiness: one request to the server; any failure to reach a usable bucket counts."""
         try:

@@ -3,7 +3,7 @@
 Layout under ``sessions/{sessionId}/``::
 
     updates/{ms:013d}-{worker}-{seq:08d}-{rand}.seg     group-committed updates, never overwritten
-    snapshots/{ms:013d}-{worker}-{seq:08d}-{rand}.snap  compaction output, one update per doc
+    snapshots/{ms:013d}-{worker}-{seq:08d}-{rand}.snap  compaction output, one state per doc
     log/{ms:013d}-{worker}-{seq:08d}-{rand}.jsonl       operations log, JSON lines
     meta.json                                           the one mutable object (last writer wins)
 
@@ -21,6 +21,13 @@ The no-loss invariant rests on three rules, all enforced here once for every sto
 
 Yjs merges are commutative, associative and idempotent, so merging an update twice (a segment and
 a snapshot that already contains it, or two overlapping snapshots) is harmless.
+
+A snapshot holds each document as the encoded state of a Doc with every input applied, not as
+``merge_updates`` of the inputs: a Doc garbage-collects deleted content (a typing history keeps
+one byte per deleted character, and a merge keeps every one of them), so its state is smaller
+and much faster to load.  A Doc does not encode the deletions it holds back because it lacks the
+content they delete (another writer's segment not yet seen); the snapshot adds the inputs' whole
+delete set back to it, so it is exactly the merge's content (``_snapshot_doc``).
 """
 
 from __future__ import annotations
@@ -36,19 +43,21 @@ from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
-from pycrdt import merge_updates
+from pycrdt import Doc, get_state, get_update, merge_updates
 
 from contract.ids import is_name, validate_name, validate_session_id
 from contract.timefmt import iso_time
 from worker.storage.base import CorruptObject, StorageUnavailable, Store
 from worker.storage.codec import decode_segment, encode_segment
 from worker.storage.git_and_blobs import SessionHistory
+from worker.storage.heap import release_free_memory
 
 __all__ = [
     "CompactResult",
     "LoadedSession",
     "SessionMeta",
     "SessionStore",
+    "merge_many",
 ]
 
 _SEQUENCE = itertools.count(1)  # per process, shared by every SessionStore in it
@@ -103,32 +112,53 @@ class SessionMeta:
 
 @dataclass
 class LoadedSession:
-    """A session's durable state: one merged Yjs update per doc ("" = the index document)."""
+    """A session's durable state: one merged Yjs update per doc ("" = the index document).
+
+    ``stored``: bytes of the objects it was merged from, by kind (``updates``, ``snapshots``).
+    """
 
     docs: dict[str, bytes]
     keys: list[str]
     meta: SessionMeta | None
+    stored: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
 class CompactResult:
-    """``snapshot_key`` is None when there was nothing worth compacting."""
+    """``snapshot_key`` is None when there was nothing worth compacting.
+
+    ``merged_bytes``: bytes of the objects it read and deleted, by kind (``updates``,
+    ``snapshots``); ``snapshot_bytes``: the size of the snapshot that now holds them.
+    """
 
     snapshot_key: str | None
     merged_keys: list[str] = field(default_factory=list)
     docs: int = 0
+    snapshot_bytes: int = 0
+    merged_bytes: dict[str, int] = field(default_factory=dict)
+
+
+OnWritten = Callable[[str, str, int], None]
+"""``on_written(session_id, kind, nbytes)`` after every object this store puts (kind: updates,
+snapshots, log); the worker counts stored bytes with it."""
 
 
 class SessionStore(SessionHistory):
     """Session-level persistence over a ``Store``; safe with any number of concurrent peers."""
 
     def __init__(
-        self, store: Store, worker_id: str, *, clock: Callable[[], int] | None = None
+        self,
+        store: Store,
+        worker_id: str,
+        *,
+        clock: Callable[[], int] | None = None,
+        on_written: OnWritten | None = None,
     ) -> None:
         """``clock`` returns the milliseconds used in object names (tests make it deterministic)."""
         self.store = store
         self.worker_id = validate_name(worker_id, "worker id")
         self._clock = clock or _now_ms
+        self.on_written = on_written
 
     # -- updates ---------------------------------------------------------------------------
 
@@ -150,11 +180,18 @@ class SessionStore(SessionHistory):
         else:
             entries = await anyio.to_thread.run_sync(_merge_for_segment, updates)
         key = prefix + UPDATES + self._object_name(".seg")
-        await self.store.put(key, encode_segment(entries))
+        data = encode_segment(entries)
+        await self.store.put(key, data)
+        self._written(session_id, "updates", len(data))
         return key
 
     async def load(self, session_id: str) -> LoadedSession:
-        """Merge every snapshot and segment present; raise rather than return partial state."""
+        """Merge every snapshot and segment present; raise rather than return partial state.
+
+        Memory: each object is decoded as soon as its listing is complete and its raw bytes
+        dropped; a document found in one object only (a compacted session) is used as stored,
+        so a cold load of a compacted session costs about what reading its snapshot costs.
+        """
         prefix = _prefix(session_id)
         cache: dict[str, bytes] = {}  # objects are immutable, so bytes read once stay valid
         for attempt in range(_LOAD_ATTEMPTS):
@@ -165,10 +202,13 @@ class SessionStore(SessionHistory):
                 keys = await self._list_state(prefix)
             fetched = await self._get_many([k for k in keys if k not in cache])
             cache.update((k, v) for k, v in fetched.items() if v is not None)
+            del fetched
             if all(k in cache for k in keys):
-                objects = [(k, cache[k]) for k in keys]
-                docs = await anyio.to_thread.run_sync(_merge_objects, objects) if objects else {}
-                return LoadedSession(docs=docs, keys=keys, meta=meta)
+                stored = _bytes_by_kind(prefix, [(k, len(cache[k])) for k in keys])
+                objects = [(k, cache.pop(k)) for k in keys]
+                cache.clear()
+                docs = await anyio.to_thread.run_sync(_load_objects, objects) if objects else {}
+                return LoadedSession(docs=docs, keys=keys, meta=meta, stored=stored)
             # A compactor deleted something between our listing and our read: its data is now in
             # a newer snapshot, which the next listing will show.
         raise StorageUnavailable(
@@ -176,21 +216,39 @@ class SessionStore(SessionHistory):
         )
 
     async def compact(self, session_id: str) -> CompactResult:
-        """Merge snapshots + segments into one new snapshot, then delete exactly what was read."""
+        """Fold snapshots + segments into one new snapshot, then delete exactly what was read.
+
+        Safe against anything concurrent (the module docstring's rules 1-3): a segment written
+        meanwhile is not listed, so it is neither merged nor deleted; another compactor's
+        snapshot is either read (and then contained in ours) or not listed (and kept); a
+        process killed at any point leaves every object it read in place or inside a snapshot
+        already stored.  The CPU work (decode, apply, encode) runs in a thread.
+        """
         prefix = _prefix(session_id)
         keys = await self._list_state(prefix)
+        if not _worth_compacting(prefix, keys):
+            return CompactResult(snapshot_key=None)
         fetched = await self._get_many(keys)
         # An object deleted before we read it belongs to another compactor's set, not ours.
         objects = [(k, data) for k in keys if (data := fetched[k]) is not None]
-        segments = [k for k, _ in objects if k.startswith(prefix + UPDATES)]
-        if not segments and len(objects) <= 1:
+        del fetched
+        if not _worth_compacting(prefix, [k for k, _ in objects]):
             return CompactResult(snapshot_key=None)
-        docs = await anyio.to_thread.run_sync(_merge_objects, objects)
-        snapshot_key = prefix + SNAPSHOTS + self._object_name(".snap")
-        await self.store.put(snapshot_key, encode_segment(sorted(docs.items())))
         merged = [k for k, _ in objects]
+        merged_bytes = _bytes_by_kind(prefix, [(k, len(data)) for k, data in objects])
+        snapshot, docs = await anyio.to_thread.run_sync(_snapshot_objects, objects)
+        del objects
+        snapshot_key = prefix + SNAPSHOTS + self._object_name(".snap")
+        await self.store.put(snapshot_key, snapshot)
+        self._written(session_id, "snapshots", len(snapshot))
         await self._for_each(merged, self.store.delete)
-        return CompactResult(snapshot_key=snapshot_key, merged_keys=merged, docs=len(docs))
+        return CompactResult(
+            snapshot_key=snapshot_key,
+            merged_keys=merged,
+            docs=docs,
+            snapshot_bytes=len(snapshot),
+            merged_bytes=merged_bytes,
+        )
 
     # -- operations log --------------------------------------------------------------------
 
@@ -216,7 +274,9 @@ class SessionStore(SessionHistory):
             row.update(entry)
             lines.append(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
         key = prefix + LOG + self._object_name(".jsonl")
-        await self.store.put(key, "".join(lines).encode("utf-8"))
+        data = "".join(lines).encode("utf-8")
+        await self.store.put(key, data)
+        self._written(session_id, "log", len(data))
         return key
 
     async def read_log(self, session_id: str) -> list[dict[str, Any]]:
@@ -240,6 +300,10 @@ class SessionStore(SessionHistory):
                     rows.append((entry["ts"], key, index, entry))
         rows.sort(key=lambda row: row[:3])
         return [row[3] for row in rows], keys
+
+    async def log_bytes(self, session_id: str) -> int:
+        """The bytes of the session's operations log (one sized listing)."""
+        return sum((await self.store.list_sizes(_prefix(session_id) + LOG)).values())
 
     # -- metadata and listing --------------------------------------------------------------
 
@@ -270,6 +334,10 @@ class SessionStore(SessionHistory):
         return bool(await self.store.list(_prefix(session_id)))
 
     # -- internals -------------------------------------------------------------------------
+
+    def _written(self, session_id: str, kind: str, nbytes: int) -> None:
+        if self.on_written is not None:
+            self.on_written(session_id, kind, nbytes)
 
     def _key(self, session_id: str, part: str) -> str:
         return _prefix(session_id) + part
@@ -354,18 +422,99 @@ async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
     return cast(A, a), cast(B, b)
 
 
-def _merge_objects(objects: Sequence[tuple[str, bytes]]) -> dict[str, bytes]:
-    """Decode every object and merge per doc; runs in a thread (pure CPU, can be large)."""
+def _worth_compacting(prefix: str, keys: Sequence[str]) -> bool:
+    """Any segment, or more than one snapshot."""
+    return len(keys) > 1 or any(k.startswith(prefix + UPDATES) for k in keys)
+
+
+def _bytes_by_kind(prefix: str, sizes: Iterable[tuple[str, int]]) -> dict[str, int]:
+    by_kind = {"updates": 0, "snapshots": 0}
+    for key, size in sizes:
+        by_kind["updates" if key.startswith(prefix + UPDATES) else "snapshots"] += size
+    return by_kind
+
+
+def _per_doc(objects: list[tuple[str, bytes]]) -> dict[str, list[tuple[str, bytes]]]:
+    """Decode objects in order, dropping each one's raw bytes once decoded (``objects`` is
+    emptied): at no moment are all raw objects and all their decoded copies held at once."""
     per_doc: dict[str, list[tuple[str, bytes]]] = {}
-    for key, data in objects:
+    objects.reverse()
+    while objects:
+        key, data = objects.pop()
         for name, update in decode_segment(data, key):
             per_doc.setdefault(name, []).append((key, update))
-    return {name: _merge_doc(name, items) for name, items in per_doc.items()}
+        del data
+    return per_doc
+
+
+_SNAPSHOT_FORM_BYTES = 64 * 1024
+
+
+def _load_objects(objects: list[tuple[str, bytes]]) -> dict[str, bytes]:
+    """One update per doc for a live session; runs in a thread (pure CPU, can be large).
+
+    A doc stored in one object only is checked (``get_state`` decodes it whole) and used as is:
+    merging a single update would only copy it. A large doc in several objects is returned in
+    snapshot form (``_snapshot_doc``): the session applies it to its Doc on the event loop,
+    and applying a merge that still holds every deleted character took ten times longer there
+    than building the compact form here (docs/storage.md, Compaction). A small one is merged:
+    its apply is cheap anywhere, and a join storm loads many of them.
+    """
+    processed = sum(len(data) for _, data in objects)
+    per_doc = _per_doc(objects)
+    docs: dict[str, bytes] = {}
+    while per_doc:
+        name, items = per_doc.popitem()
+        if len(items) == 1:
+            key, update = items[0]
+            try:
+                get_state(update)
+            except ValueError as exc:
+                raise CorruptObject(key, f"doc {name!r}: invalid Yjs update ({exc})") from None
+            docs[name] = update
+        elif sum(len(update) for _, update in items) >= _SNAPSHOT_FORM_BYTES:
+            docs[name] = _snapshot_doc(name, items)
+        else:
+            docs[name] = _merge_doc(name, items)
+    release_free_memory(processed)
+    return docs
+
+
+def _snapshot_objects(objects: list[tuple[str, bytes]]) -> tuple[bytes, int]:
+    """The snapshot of ``objects`` (every doc as its compacted state) and its number of docs;
+    runs in a thread."""
+    processed = sum(len(data) for _, data in objects)
+    per_doc = _per_doc(objects)
+    entries = [(name, _snapshot_doc(name, per_doc.pop(name))) for name in sorted(per_doc)]
+    snapshot, docs = encode_segment(entries), len(entries)
+    del entries
+    release_free_memory(processed)
+    return snapshot, docs
+
+
+def _snapshot_doc(name: str, items: list[tuple[str, bytes]]) -> bytes:
+    """The encoded state of a Doc with every update applied, plus their whole delete set.
+
+    Exactly the content of ``merge_updates`` (same state vector, same text, same pending
+    structs), without the deleted content.  The delete set is added back because a Doc keeps
+    the deletions whose targets it has not seen out of its encoding (a segment from another
+    writer that this listing missed would otherwise come back undeleted); ``get_update(merged,
+    state)`` is what the merge holds beyond that state: its pending structs and every deletion.
+    """
+    merged = _merge_doc(name, items)
+    items.clear()
+    doc: Doc[Any] = Doc()
+    doc.apply_update(merged)
+    state = doc.get_update()
+    del doc
+    return merge_updates(state, get_update(merged, get_state(state)))
 
 
 def _merge_doc(name: str, items: list[tuple[str, bytes]]) -> bytes:
     try:
-        return merge_updates(*(update for _, update in items))
+        if len(items) == 1:
+            return merge_updates(items[0][1])  # checks it
+        return merge_many([update for _, update in items])
     except ValueError:
         pass
     for key, update in items:  # find the culprit so the error names the object
@@ -374,6 +523,21 @@ def _merge_doc(name: str, items: list[tuple[str, bytes]]) -> bytes:
         except ValueError as exc:
             raise CorruptObject(key, f"doc {name!r}: invalid Yjs update ({exc})") from None
     raise CorruptObject(None, f"doc {name!r}: updates are valid alone but cannot be merged")
+
+
+_MERGE_FAN_IN = 32
+
+
+def merge_many(updates: list[bytes]) -> bytes:
+    """``merge_updates(*updates)``, in rounds of ``_MERGE_FAN_IN``: one merge of thousands of
+    small updates costs time quadratic in their number (3,000: 37 ms, 30,000: 5 s), a tree of
+    small merges a fraction of it, with the same result.  A single update is returned as is."""
+    while len(updates) > 1:
+        updates = [
+            merge_updates(*updates[i : i + _MERGE_FAN_IN]) if i + 1 < len(updates) else updates[i]
+            for i in range(0, len(updates), _MERGE_FAN_IN)
+        ]
+    return updates[0]
 
 
 def _parse_log(key: str, data: bytes) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 from pycrdt import Doc, Text
@@ -141,9 +142,27 @@ def _admit(session: Session, user: str, path: str, content: str) -> None:
     """The limits, before anything is edited: the content counts as the update, and the
     documents grow by what it adds to the text it replaces (a shorter text never grows them).
     A rename or a delete is never refused: it moves or removes what is there."""
-    new = len(content.encode())
-    old = len(str(session.text(path)).encode()) if session.has_file(path) else 0
+    new, old = _sizes(session, path, content)
     session.admit(path, new, user, lambda: new > old, growth=max(0, new - old))
+
+
+def admit_texts(session: Session, user: str, texts: Mapping[str, str]) -> None:
+    """The limits for texts written together (a restore), before any is edited, so the write
+    is refused whole or not at all: each text is an update of its own (``MAX_UPDATE_BYTES``),
+    and the documents grow by what they all add (``MAX_DOC_BYTES``)."""
+    growth = 0
+    for path, content in texts.items():
+        new, old = _sizes(session, path, content)
+        session.admit(path, new, user, lambda: False)  # its own size only
+        growth += max(0, new - old)
+    if growth:
+        session.admit(next(iter(texts)), 0, user, lambda: True, growth=growth)
+
+
+def _sizes(session: Session, path: str, content: str) -> tuple[int, int]:
+    """The new text's bytes and those of the text it replaces (0 for a new file)."""
+    old = len(str(session.text(path)).encode()) if session.has_file(path) else 0
+    return len(content.encode()), old
 
 
 def _delete(session: Session, user: str, path: str) -> None:

@@ -304,6 +304,35 @@ class TestHttpApi:
             }
             assert (await http.get(url)).json()["content"] == "fits"
 
+    async def test_a_restore_over_the_document_limit_is_refused_whole(
+        self, storage: StorageSettings
+    ) -> None:
+        """Checked before the first edit: a restore whose files together pass MAX_DOC_BYTES
+        changes none of them (it used to restore the files before the one that passed)."""
+        settings = settings_for(storage, max_update_bytes=1 << 20, max_doc_bytes=9000)
+        async with run_worker(settings) as worker, httpx.AsyncClient(base_url=worker.http) as http:
+            base = "/api/sessions/s-restore"
+            assert (await http.post("/api/sessions", json={"id": "s-restore"})).status_code < 300
+            for name, char in (("a.txt", "a"), ("b.txt", "b")):
+                put = await http.put(f"{base}/files/{name}", json={"content": char * 3000})
+                assert put.status_code == 200
+            commit = (await http.post(f"{base}/commit")).json()
+            assert commit["result"] == "committed"
+            for name in ("a.txt", "b.txt"):
+                assert (await http.put(f"{base}/files/{name}", json={"content": ""})).is_success
+            assert (await http.put(f"{base}/files/c.txt", json={"content": "c" * 3500})).is_success
+            refused = await http.post(f"{base}/restore", json={"commit": commit["commit"]})
+            assert refused.status_code == 413
+            assert "MAX_DOC_BYTES (9000)" in refused.json()["reason"]
+            for name, text in (("a.txt", ""), ("b.txt", ""), ("c.txt", "c" * 3500)):
+                assert (await http.get(f"{base}/files/{name}")).json()["content"] == text
+            # One file of it fits.
+            one = await http.post(
+                f"{base}/restore", json={"commit": commit["commit"], "path": "a.txt"}
+            )
+            assert one.json()["restored"] == ["a.txt"]
+            assert (await http.get(f"{base}/files/a.txt")).json()["content"] == "a" * 3000
+
 
 class TestMetrics:
     async def test_refusals_and_document_sizes_are_exported(self, limited: RunningWorker) -> None:

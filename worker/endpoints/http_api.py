@@ -459,11 +459,17 @@ async def restore(request: Request) -> Response:
     async with _Using(state, session_id) as session:
         current = {p for p in session.file_paths() if session.binary_entry(p) is None}
         paths = [only] if only is not None else sorted(current | set(tree))
+        # Binary files are not edited as text; they stay as they are.
+        paths = [path for path in paths if session.binary_entry(path) is None]
+        # Every check before the first edit: a restore is refused whole or applied whole.
+        texts = {path: _text(tree[path], path) for path in paths if path in tree}
+        try:
+            files.admit_texts(session, user, texts)
+        except LimitExceeded as exc:
+            raise ApiError(413, jmsg.FILE_OP_FAILED, exc.refusal.reason) from None
         for path in paths:
-            if session.binary_entry(path) is not None:
-                continue  # binary files are not edited as text; they stay as they are
-            if path in tree:
-                text = _text(tree[path], path)
+            if path in texts:
+                text = texts[path]
                 if not session.has_file(path) or str(session.text(path)) != text:
                     _file_op(session, user, {"type": "create", "path": path, "content": text})
                     restored.append(path)

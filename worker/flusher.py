@@ -301,6 +301,8 @@ class Flusher:
         """
         state = self._state.get(session_id)
         if state is not None:
+            if state.compacting:
+                return  # one at a time: the running one folds what this one would
             state.segments = 0
             state.compacting = True
         try:

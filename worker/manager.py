@@ -289,8 +289,7 @@ class SessionManager:
             await anyio.sleep(min(_RETRY_ROUND_S, max(0.0, deadline - time.monotonic())))
         if why.only_if_idle and self._in_use(session):
             return False
-        compact = durable and why.compact and self.flusher.has_segments(session.id)
-        if compact and why.clients_away is None:
+        if durable and why.compact and self.flusher.has_segments(session.id):
             # Nobody is connected (an idle unload): a client may still come back meanwhile.
             await self.flusher.compact(session.id)
             durable = not self._in_use(session) and self.sessions.get(session.id) is session
@@ -298,12 +297,6 @@ class SessionManager:
                 return False
         if durable:
             session.moving = True
-            if compact and why.clients_away is not None:
-                # Connected clients: compacted once no edit is accepted, before the record is
-                # released, so the next owner's load reads one object. By the deadline: a
-                # compaction cut short leaves more objects to read, never less data.
-                with anyio.move_on_after(_remaining(deadline)):
-                    await self.flusher.compact(session.id)
             if not why.fenced or self.lease.valid():
                 await self.release(session)
         if why.clients_away is not None:
@@ -431,7 +424,3 @@ class SessionManager:
                     # loudly, count it, and try again next interval (updates stay in memory).
                     self.metrics.flush_errors.inc()
                     log.exception("flush_loop_error")
-
-
-def _remaining(deadline: float | None) -> float:
-    return float("inf") if deadline is None else max(0.0, deadline - time.monotonic())

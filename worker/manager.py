@@ -316,10 +316,20 @@ class SessionManager:
             return False
         if not why.fenced:
             await self.save_meta(session)
+        compact_after = (
+            why.compact_after and not why.fenced and self.flusher.has_segments(session.id)
+        )
         self.forget(session)
         if session.is_git:
             await self.autocommit.drop_cache(session.id)
         log.info(why.event, session=session.id)
+        if compact_after:
+            # Gone from here, its clients on their way to the next owner and its record
+            # released: compacting now delays nobody, and is safe beside the next owner's load
+            # and writes (as a takeover mid-compaction is: worker.storage.session_store).
+            left_s = float("inf") if deadline is None else max(0.0, deadline - time.monotonic())
+            with anyio.move_on_after(left_s):
+                await self.flusher.compact(session.id)
         return True
 
     async def _flushed(self, session: Session) -> bool:

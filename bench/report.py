@@ -117,7 +117,8 @@ def _active_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def _idle_table(rows: list[dict[str, Any]]) -> list[str]:
     head = (
-        "| server | connections | connect p50 / p99 ms | RSS before -> after MB "
+        "| server | connections | connect p50 / p99 ms | connect-phase CPU s "
+        "| RSS before -> after MB "
         "| KB per connection",
         "server CPU while idle | deflate | other CPU % |",
     )
@@ -126,6 +127,7 @@ def _idle_table(rows: list[dict[str, Any]]) -> list[str]:
         return (
             f"| {r['name']} | {r['connections']} "
             f"| {_pair(r['connect_p50_ms'], r['connect_p99_ms'])} "
+            f"| {_f(r.get('connect_cpu_s'), 2)} "
             f"| {_f(r['rss_before_mb'], 0)} -> {_f(r['rss_mb'], 0)} "
             f"| {_f(r['rss_per_conn_kb'], 1)} | {ratios} | {_f(r['server_cpu_pct'], 1)}% "
             f"| {_yes(r['deflate'])} | {_f(r.get('other_cpu_pct'), 0)} |"

@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,8 @@ class Window:
     loadgen_cpu_s: float = 0.0  # all load-generator processes together
     system_cpu_s: float = 0.0  # the whole machine's busy CPU seconds over the window
     probed: float | None = None  # the probe's increase over the window
+    # CPU seconds per watched tree from before the first client to the last one synced
+    connect_cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 async def drive(
@@ -145,6 +147,7 @@ async def drive(
     the process trees in `watch` (label: pid) from /proc at its start and end. `extra` goes to
     every load generator; `connected` runs once every client is connected, before the window;
     `probe` (a counter's value) is read at the window's start and end."""
+    c0 = {k: procstat.sample(p) for k, p in watch.items()}
     procs = [
         await _loadgen(url, framing, shape, [*x, *extra], duration, prefix, window)
         for x in shape.processes()
@@ -152,6 +155,7 @@ async def drive(
     try:
         for p in procs:
             await _event(p, "connected", limit_s=180)
+        c1 = {k: procstat.sample(p) for k, p in watch.items()}
         if connected is not None:
             await connected()
         await asyncio.sleep(2.0 if shape.idle else 1.0)
@@ -179,6 +183,7 @@ async def drive(
     return Window(
         results=results,
         cpu_s={k: s1[k].cpu - s0[k].cpu for k in watch},
+        connect_cpu_s={k: c1[k].cpu - c0[k].cpu for k in watch},
         rss={k: s1[k].rss for k in watch},
         loadgen_cpu_pct=[round(100 * (b - a) / duration) for a, b in zip(g0, g1, strict=True)],
         loadgen_cpu_s=sum(g1) - sum(g0),
@@ -226,6 +231,9 @@ async def measure(
     row.update(
         server_cpu_s=cpu,
         server_cpu_pct=100 * cpu / duration,
+        # Everything the server did from before the first client connected until the last one
+        # was synced: handshakes, session loads, ownership claims, first syncs.
+        connect_cpu_s=measured.connect_cpu_s["server"],
         cpu_s_per_1k=1000 * cpu / delivered if delivered else None,
         rss_before_mb=before.rss / 2**20,
         rss_mb=rss / 2**20,

@@ -15,6 +15,7 @@ Choices that differ from the client library's defaults, and why:
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -243,15 +244,17 @@ def _map_error(op: str, key: str | None, exc: Exception) -> StorageError:
 
 
 class _Minio(Minio):
-    """miniopy-async, hashing small bodies on the event loop.
+    """miniopy-async, hashing small bodies (and the empty body of a GET or LIST) on the loop.
 
     Over plain HTTP, a signed request carries the SHA-256 of its body, and miniopy-async always
-    computes it in a thread (``asyncio.to_thread``). For the segments a worker writes (a few
-    hundred bytes to a few KB) the thread hop costs far more than the hash: profiled, it was a
-    third of the client's CPU per PUT (docs/benchmarks.md). Bodies up to 64 KiB are hashed
-    inline (a few microseconds); larger ones still go to a thread. The library builds the rest
-    of the headers and signs the request as always: it is asked for the headers of a bodiless,
-    unsigned request, and the body's length, hash and session token are added here.
+    computes it in a thread (``asyncio.to_thread``), even for a request without a body. For the
+    segments a worker writes (a few hundred bytes to a few KB) the thread hop costs far more
+    than the hash: profiled, it was a third of the client's CPU per PUT, and in a join storm
+    (GETs and LISTs, no body at all) 8 % of the worker's samples (docs/benchmarks.md). Bodies
+    up to 64 KiB are hashed inline (a few microseconds), an empty one not at all; larger ones
+    still go to a thread. The library builds the rest of the headers and signs the request as
+    always: it is asked for the headers of a bodiless, unsigned request, and the body's length,
+    hash and session token are added here.
     """
 
     async def _build_headers(
@@ -262,25 +265,24 @@ class _Minio(Minio):
         creds: Credentials | None,
     ) -> tuple[dict[str, str], datetime]:
         size = (
-            len(body)
+            0
+            if body is None
+            else len(body)
             if isinstance(body, bytes)
             else body.getbuffer().nbytes
             if isinstance(body, io.BytesIO)
             else None
         )
-        if (
-            creds is None
-            or self._base_url.is_https
-            or size is None
-            or not 0 < size <= _INLINE_HASH_BYTES
-        ):
+        if creds is None or self._base_url.is_https or size is None or size > _INLINE_HASH_BYTES:
             return await super()._build_headers(host, headers, body, creds)
         built, date = await super()._build_headers(host, headers, None, None)
-        built["Content-Length"] = str(size)
-        built["x-amz-content-sha256"] = sha256_hash(body)
+        if size:
+            built["Content-Length"] = str(size)
+        built["x-amz-content-sha256"] = sha256_hash(body) if size else _EMPTY_SHA256
         if creds.session_token:
             built["X-Amz-Security-Token"] = creds.session_token
         return built, date
 
 
 _INLINE_HASH_BYTES = 64 * 1024
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()

@@ -171,13 +171,24 @@ class SessionManager:
 
     async def _load(self, session_id: str) -> Session:
         started = time.perf_counter()
+        # The session's listing goes out with the ownership record's read: when the claim is
+        # its first ever (Claim.first), no worker can have written anything it missed, and a
+        # join storm of new sessions saves a round trip each. Otherwise it is thrown away and
+        # the load lists again, after the claim.
+        survey = asyncio.ensure_future(self.store.survey(session_id))
         try:
             claim = await self.ownership.claim(session_id)
         except ClaimFailed as exc:
+            _discard(survey)
             log.warning("session_claim_failed", session=session_id, error=exc.reason)
             raise SessionUnavailable(exc.reason) from None
+        except BaseException:
+            _discard(survey)
+            raise
+        if not claim.first:
+            _discard(survey)
         try:
-            loaded = await self.store.load(session_id)
+            loaded = await self.store.load(session_id, survey=await survey if claim.first else None)
         except CorruptObject as exc:
             await self.ownership.release(session_id, claim)
             log.error("session_load_failed", session=session_id, error=str(exc))
@@ -202,8 +213,7 @@ class SessionManager:
             await self.ownership.release(session_id, claim)
             raise SessionUnavailable(_DRAINING, draining=True)
         self.flusher.loaded(session_id, loaded.stored, len(loaded.keys))
-        if self._background is not None:
-            self._background.start_soon(self._list_log, session_id)
+        self.stored.listed_log(session_id, loaded.log_bytes)
         self.sessions[session_id] = session
         self.metrics.sessions_active.set(len(self.sessions))
         self.metrics.session_load_seconds.observe(time.perf_counter() - started)
@@ -216,14 +226,6 @@ class SessionManager:
             seconds=round(time.perf_counter() - started, 4),
         )
         return session
-
-    async def _list_log(self, session_id: str) -> None:
-        """The log's stored bytes, after the load (metrics only: never delays a join)."""
-        try:
-            nbytes = await self.store.log_bytes(session_id)
-        except StorageError:
-            return
-        self.stored.listed_log(session_id, nbytes)
 
     async def release(self, session: Session) -> None:
         """Gives up ownership of a session that is durable and leaving (unload, hand-off)."""
@@ -434,3 +436,14 @@ class SessionManager:
                     # loudly, count it, and try again next interval (updates stay in memory).
                     self.metrics.flush_errors.inc()
                     log.exception("flush_loop_error")
+
+
+def _discard(task: asyncio.Future[Any]) -> None:
+    """A speculative request no longer wanted: cancelled, its outcome (an error too) dropped."""
+    task.cancel()
+    task.add_done_callback(_drop_outcome)
+
+
+def _drop_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved

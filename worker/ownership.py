@@ -70,10 +70,17 @@ class ClaimFailed(Exception):
 
 @dataclass
 class Claim:
-    """This worker's reign over one session: the record it wrote and that record's version."""
+    """This worker's reign over one session: the record it wrote and that record's version.
+
+    ``first``: the record was written where there was none. Records are never deleted, so no
+    worker has ever owned the session before: nothing a worker writes can be missing from a
+    listing taken at any time before this claim (``SessionManager`` lists a new session's
+    objects alongside the claim instead of after it).
+    """
 
     record: OwnerRecord
     version: str
+    first: bool = False
 
     @property
     def epoch(self) -> int:
@@ -155,7 +162,7 @@ class Ownership:
         if reason is not None:
             self.metrics.takeovers.labels(reason).inc()
             log.warning("ownership_takeover", session=session_id, reason=reason, epoch=epoch)
-        return Claim(record, written)
+        return Claim(record, written, first=version is None)
 
     async def _decide(self, session_id: str, record: OwnerRecord) -> str | None:
         """None: claim it plainly; a reason: take it over; "wait"; or raise NotOwner."""

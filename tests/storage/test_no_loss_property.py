@@ -182,6 +182,9 @@ class ScheduledStore:
     async def list(self, prefix: str) -> list[str]:
         return await self.scheduler.gate("list", prefix, lambda: self.inner.list(prefix))
 
+    async def list_sizes(self, prefix: str) -> dict[str, int]:
+        return await self.scheduler.gate("list", prefix, lambda: self.inner.list_sizes(prefix))
+
     async def check(self) -> None:
         await self.inner.check()
 

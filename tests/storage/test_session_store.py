@@ -71,6 +71,11 @@ class HookedStore:
         await self._maybe("list", prefix)  # after: the listing is now stale
         return result
 
+    async def list_sizes(self, prefix: str) -> dict[str, int]:
+        result = await self.inner.list_sizes(prefix)
+        await self._maybe("list", prefix)  # after: the listing is now stale
+        return result
+
     async def check(self) -> None:
         await self.inner.check()
 
@@ -206,6 +211,56 @@ class TestUpdatesAndLoad:
         assert hooked.fired
         assert text_of(loaded.docs["a"]) == "alpha beta gamma"
         assert all("/snapshots/" in key for key in loaded.keys)
+
+    async def test_a_compaction_during_the_survey_loses_nothing(self, store: Store) -> None:
+        """Rule 3 with the survey: a load's first listing is of the whole session, and a listing
+        is not atomic (S3 pages through it in key order: ``snapshots/`` before ``updates/``).
+        A compaction that puts its snapshot after the listing passed ``snapshots/`` and deletes
+        every segment before it reaches ``updates/`` leaves a survey with neither; the load
+        lists ``snapshots/`` again after it and finds the snapshot."""
+        writer = SessionStore(store, "w1")
+        doc = Doc()
+        for word in ["alpha ", "beta ", "gamma"]:
+            await writer.append_updates("s1", [("a", text_update(word, doc))])
+
+        class SplitListing(HookedStore):
+            async def list_sizes(self, prefix: str) -> dict[str, int]:
+                if self.fired or prefix != "sessions/s1/":
+                    return await self.inner.list_sizes(prefix)
+                before = await self.inner.list_sizes(prefix)
+                early = {k: n for k, n in before.items() if "/updates/" not in k}
+                await self._maybe("list", prefix)  # the compaction, mid-listing
+                later = await self.inner.list_sizes(prefix)
+                return early | {k: n for k, n in later.items() if "/updates/" in k}
+
+        async def compact_now() -> None:
+            assert (await SessionStore(store, "compactor").compact("s1")).snapshot_key
+
+        hooked = SplitListing(store, "list", "sessions/s1/", compact_now)
+        survey = await SessionStore(hooked, "reader").survey("s1")
+        assert hooked.fired and survey.segments == []
+        loaded = await SessionStore(store, "reader").load("s1", survey=survey)
+        assert text_of(loaded.docs["a"]) == "alpha beta gamma"
+        assert loaded.keys and all("/snapshots/" in key for key in loaded.keys)
+
+    async def test_a_survey_taken_earlier_is_loaded_from(self, store: Store) -> None:
+        """``load(survey=...)`` starts from the given listing: the segments it holds, its log's
+        bytes, and the metadata only when it saw some."""
+        sessions = SessionStore(store, "w1")
+        empty = await sessions.survey("s1")
+        assert (empty.segments, empty.has_meta, empty.log_bytes) == ([], False, 0)
+        await sessions.append_updates("s1", [("a", text_update("hello"))])
+        await sessions.put_meta("s1", SessionMeta.new(is_git_repo=True))
+        await sessions.append_log("s1", [{"op": "edit", "user": "ann"}])
+        # Taken before the writes, the survey does not see them: the caller vouches for it.
+        stale = await sessions.load("s1", survey=empty)
+        assert stale.docs == {} and stale.meta is None
+        fresh = await sessions.load("s1", survey=await sessions.survey("s1"))
+        assert text_of(fresh.docs["a"]) == "hello"
+        assert fresh.meta is not None and fresh.meta.is_git_repo
+        assert fresh.log_bytes == await sessions.log_bytes("s1") > 0
+        with pytest.raises(ValueError):
+            await sessions.load("s2", survey=empty)
 
     async def test_load_gives_up_after_bounded_attempts(self, store: Store) -> None:
         """If objects keep vanishing, load reports storage as unavailable rather than spin."""

@@ -26,6 +26,7 @@ from worker.storage.session_store import (
     LoadedSession,
     SessionMeta,
     SessionStore,
+    Survey,
 )
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ __all__ = [
     "StorageError",
     "StorageUnavailable",
     "Store",
+    "Survey",
     "check_key",
     "check_prefix",
     "decode_segment",

@@ -16,8 +16,10 @@ The no-loss invariant rests on three rules, all enforced here once for every sto
    snapshot.
 3. Load lists ``updates/`` *before* ``snapshots/``.  A segment that vanished between the two
    listings was merged into a snapshot put before it was deleted, which the later listing sees
-   (or a successor of it, by rule 2).  A listed object that vanishes before it is read makes
-   load re-list and try again; it never returns a state missing data.
+   (or a successor of it, by rule 2).  (A load's first listing is of the whole session, the
+   ``Survey``: it lists ``snapshots/`` too, before ``updates/`` in key order, so those are
+   ignored and ``snapshots/`` is listed again after it.)  A listed object that vanishes
+   before it is read makes load re-list and try again; it never returns a state missing data.
 
 Yjs merges are commutative, associative and idempotent, so merging an update twice (a segment and
 a snapshot that already contains it, or two overlapping snapshots) is harmless.
@@ -57,6 +59,7 @@ __all__ = [
     "LoadedSession",
     "SessionMeta",
     "SessionStore",
+    "Survey",
     "merge_many",
 ]
 
@@ -114,13 +117,39 @@ class SessionMeta:
 class LoadedSession:
     """A session's durable state: one merged Yjs update per doc ("" = the index document).
 
-    ``stored``: bytes of the objects it was merged from, by kind (``updates``, ``snapshots``).
+    ``stored``: bytes of the objects it was merged from, by kind (``updates``, ``snapshots``);
+    ``log_bytes``: the bytes of its operations log when it was listed.
     """
 
     docs: dict[str, bytes]
     keys: list[str]
     meta: SessionMeta | None
     stored: dict[str, int] = field(default_factory=dict)
+    log_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Survey:
+    """One sized listing of everything under a session's prefix (``SessionStore.survey``):
+    its segments, whether it has metadata, its log's bytes. A load starts from one, so a new
+    session costs one listing where it took a metadata read and two listings."""
+
+    prefix: str
+    sizes: Mapping[str, int]
+
+    @property
+    def segments(self) -> list[str]:
+        start = self.prefix + UPDATES
+        return [k for k in self.sizes if k.startswith(start) and k.endswith(".seg")]
+
+    @property
+    def has_meta(self) -> bool:
+        return self.prefix + META in self.sizes
+
+    @property
+    def log_bytes(self) -> int:
+        start = self.prefix + LOG
+        return sum(n for k, n in self.sizes.items() if k.startswith(start))
 
 
 @dataclass
@@ -185,8 +214,18 @@ class SessionStore(SessionHistory):
         self._written(session_id, "updates", len(data))
         return key
 
-    async def load(self, session_id: str) -> LoadedSession:
+    async def survey(self, session_id: str) -> Survey:
+        """Everything under the session's prefix, sized: one listing (``Survey``)."""
+        prefix = _prefix(session_id)
+        return Survey(prefix, await self.store.list_sizes(prefix))
+
+    async def load(self, session_id: str, survey: Survey | None = None) -> LoadedSession:
         """Merge every snapshot and segment present; raise rather than return partial state.
+
+        Starts from ``survey`` when given (a listing of the session taken before this call,
+        one its caller knows is complete: ``Claim.first``), else from a new one. Then lists
+        ``snapshots/`` again (rule 3: the survey listed the segments before that) and reads the
+        metadata only when the survey saw it, at the same time.
 
         Memory: each object is decoded as soon as its listing is complete and its raw bytes
         dropped; a document found in one object only (a compacted session) is used as stored,
@@ -194,11 +233,17 @@ class SessionStore(SessionHistory):
         """
         prefix = _prefix(session_id)
         cache: dict[str, bytes] = {}  # objects are immutable, so bytes read once stay valid
+        if survey is None:
+            survey = await self.survey(session_id)
+        elif survey.prefix != prefix:
+            raise ValueError(f"a survey of {survey.prefix!r} cannot load {prefix!r}")
+        snapshots, meta = await _both(
+            self._list_snapshots(prefix),
+            self.get_meta(session_id) if survey.has_meta else _none(),
+        )
+        keys = sorted(survey.segments + snapshots)
         for attempt in range(_LOAD_ATTEMPTS):
-            if attempt == 0:  # the metadata and the first listing at once: a join storm
-                # loads many new sessions, and each waits for its reads one after the other
-                meta, keys = await _both(self.get_meta(session_id), self._list_state(prefix))
-            else:
+            if attempt > 0:
                 keys = await self._list_state(prefix)
             fetched = await self._get_many([k for k in keys if k not in cache])
             cache.update((k, v) for k, v in fetched.items() if v is not None)
@@ -208,7 +253,9 @@ class SessionStore(SessionHistory):
                 objects = [(k, cache.pop(k)) for k in keys]
                 cache.clear()
                 docs = await anyio.to_thread.run_sync(_load_objects, objects) if objects else {}
-                return LoadedSession(docs=docs, keys=keys, meta=meta, stored=stored)
+                return LoadedSession(
+                    docs=docs, keys=keys, meta=meta, stored=stored, log_bytes=survey.log_bytes
+                )
             # A compactor deleted something between our listing and our read: its data is now in
             # a newer snapshot, which the next listing will show.
         raise StorageUnavailable(
@@ -350,10 +397,11 @@ class SessionStore(SessionHistory):
     async def _list_state(self, prefix: str) -> list[str]:
         # Order matters (rule 3 in the module docstring): updates first, then snapshots.
         segments = await self.store.list(prefix + UPDATES)
-        snapshots = await self.store.list(prefix + SNAPSHOTS)
         state = [k for k in segments if k.endswith(".seg")]
-        state += [k for k in snapshots if k.endswith(".snap")]
-        return sorted(state)
+        return sorted(state + await self._list_snapshots(prefix))
+
+    async def _list_snapshots(self, prefix: str) -> list[str]:
+        return [k for k in await self.store.list(prefix + SNAPSHOTS) if k.endswith(".snap")]
 
     async def _get_many(self, keys: Sequence[str]) -> dict[str, bytes | None]:
         results: dict[str, bytes | None] = {}
@@ -411,6 +459,10 @@ def _merge_for_segment(updates: Sequence[tuple[str, bytes]]) -> list[tuple[str, 
 
 A = TypeVar("A")
 B = TypeVar("B")
+
+
+async def _none() -> None:
+    return None
 
 
 async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:

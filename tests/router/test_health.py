@@ -82,7 +82,7 @@ class TestHealthProbe:
         assert (status, answer["state"]) == (503, "draining")
 
     async def test_nothing_listening_is_a_probe_error(self) -> None:
-        with pytest.raises(ProbeError, match="Connect|refused"):
+        with pytest.raises(ProbeError, match=r"Connect|refused"):
             await HealthProbe().readyz("127.0.0.1", free_port(), 1)
 
     async def test_no_answer_times_out_and_the_next_round_starts_afresh(self) -> None:

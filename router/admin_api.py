@@ -244,7 +244,7 @@ async def admin_worker_action(request: Request) -> Response:
     if status == 0:
         return unreachable(info, error)
     # The worker's readiness now says draining/ready; act on it without waiting a round.
-    await h.membership.refresh(h.proxy.http)
+    await h.membership.refresh()
     return JSONResponse(body or {}, status_code=status)
 
 

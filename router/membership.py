@@ -1,9 +1,10 @@
 """Which workers exist and which of them take sessions: static or DNS list, health, drain.
 
 Every health round (about every second) re-resolves ``WORKERS_DNS`` if set and asks each worker
-for ``/readyz``. A worker is on the ring when its last check said ``ready``; a draining or
-starting one is known but off the ring, and one that did not answer is ``down``. The ring is
-keyed by the name each worker reports (``WORKER_ID``), so every router agrees on it.
+for ``/readyz`` (router/health.py: one kept-alive connection per worker). A worker is on the
+ring when its last check said ``ready``; a draining or starting one is known but off the ring,
+and one that did not answer is ``down``. The ring is keyed by the name each worker reports
+(``WORKER_ID``), so every router agrees on it.
 
 A failed connection from the proxy marks the worker down at once (its reconnecting clients go to
 the next owner); the next good check brings it back.
@@ -19,11 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import httpx
 import structlog
 from anyio.abc import TaskStatus
 
 from . import ring
+from .health import HealthProbe, ProbeError
 from .metrics import RouterMetrics
 from .settings import RouterSettings
 
@@ -100,6 +101,7 @@ class Membership:
         }
         self.ring: dict[str, WorkerInfo] = {}  # worker id → info, active workers only
         self.checked = False  # one full round done
+        self.probe = HealthProbe()
         self._dns_error: str | None = None
 
     # --- queries ---------------------------------------------------------------------------
@@ -138,14 +140,14 @@ class Membership:
             info.state, info.since = state, time.time()
         self._rebuild()
 
-    async def refresh(self, http: httpx.AsyncClient) -> None:
+    async def refresh(self) -> None:
         """One health round: resolve, check every worker, rebuild the ring."""
         if self.settings.workers_dns:
             await self._resolve()
         infos = list(self.workers.values())
         async with anyio.create_task_group() as tg:
             for info in infos:
-                tg.start_soon(self._check, http, info)
+                tg.start_soon(self._check, info)
         self.checked = True
         self._rebuild()
 
@@ -166,13 +168,13 @@ class Membership:
         for addr in self.workers.keys() - found:
             log.info("worker_gone_from_dns", worker=self.workers.pop(addr).name)
 
-    async def _check(self, http: httpx.AsyncClient, info: WorkerInfo) -> None:
+    async def _check(self, info: WorkerInfo) -> None:
         timeout = self.settings.health_timeout_ms / 1000
         try:
-            response = await http.get(f"http://{info.address}/readyz", timeout=timeout)
-            body = response.json()
-            state = {"ready": "active", "draining": "draining"}.get(body.get("state"), "starting")
-            if response.status_code == 200 and state != "active":
+            status, body = await self.probe.readyz(info.host, info.port, timeout)
+            said = str(body.get("state"))
+            state = {"ready": "active", "draining": "draining"}.get(said, "starting")
+            if status == 200 and state != "active":
                 state = "starting"
             worker_id = body.get("worker")
             if not isinstance(worker_id, str) or not worker_id:
@@ -181,7 +183,7 @@ class Membership:
             info.sessions = int(body.get("sessions", 0))
             info.detail = body
             error = None
-        except (httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:
+        except (ProbeError, ValueError, TypeError, AttributeError) as exc:
             state, error = "down", describe_error(exc)
             info.sessions, info.detail = 0, {}  # unknown now; not the last answer's figures
         if state != info.state or (not self.checked and state != "active"):
@@ -217,9 +219,11 @@ class Membership:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Health rounds forever; ``started`` after the first round, so routing starts informed."""
         interval = self.settings.health_interval_ms / 1000
-        async with httpx.AsyncClient(trust_env=False) as http:
-            await self.refresh(http)
+        try:
+            await self.refresh()
             task_status.started()
             while True:
                 await anyio.sleep(interval)
-                await self.refresh(http)
+                await self.refresh()
+        finally:
+            self.probe.close()

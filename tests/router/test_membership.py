@@ -86,8 +86,8 @@ class TestDns:
                 host="127.0.0.1", port=free_port(), workers_dns="localhost", workers_port=port
             )
             membership = Membership(settings, RouterMetrics())
-            async with httpx.AsyncClient() as http:
-                await membership.refresh(http)
+            await membership.refresh()
+            membership.probe.close()
             # localhost may also resolve to ::1, where nothing listens: that one is down.
             assert ("127.0.0.1", port) in membership.workers
             assert list(membership.ring) == ["w-0"]
@@ -113,9 +113,9 @@ class TestDns:
         async with pool(tmp_path, 1) as p:
             settings = RouterSettings(host="127.0.0.1", port=free_port(), workers_dns="x")
             membership = Membership(settings, RouterMetrics(), resolve=flaky)
-            async with httpx.AsyncClient() as http:
-                await membership.refresh(http)
-                await membership.refresh(http)
+            await membership.refresh()
+            await membership.refresh()
+            membership.probe.close()
             assert calls == 2 and list(membership.ring) == ["w-0"]
 
 

@@ -172,9 +172,10 @@ class SessionManager:
     async def _load(self, session_id: str) -> Session:
         started = time.perf_counter()
         # The session's listing goes out with the ownership record's read: when the claim is
-        # its first ever (Claim.first), no worker can have written anything it missed, and a
-        # join storm of new sessions saves a round trip each. Otherwise it is thrown away and
-        # the load lists again, after the claim.
+        # its first ever (Claim.first), no worker can have written or compacted anything the
+        # listing missed, so it is the whole load (a new session: the record's read and the
+        # listing, then the claim; two round trips, three requests). Otherwise it is thrown
+        # away and the load lists again, after the claim.
         survey = asyncio.ensure_future(self.store.survey(session_id))
         try:
             claim = await self.ownership.claim(session_id)
@@ -188,7 +189,10 @@ class SessionManager:
         if not claim.first:
             _discard(survey)
         try:
-            loaded = await self.store.load(session_id, survey=await survey if claim.first else None)
+            if claim.first:
+                loaded = await self.store.load(session_id, await survey, exclusive=True)
+            else:
+                loaded = await self.store.load(session_id)
         except CorruptObject as exc:
             await self.ownership.release(session_id, claim)
             log.error("session_load_failed", session=session_id, error=str(exc))

@@ -262,6 +262,34 @@ class TestUpdatesAndLoad:
         with pytest.raises(ValueError):
             await sessions.load("s2", survey=empty)
 
+    async def test_an_exclusive_load_takes_the_survey_as_it_is(self, store: Store) -> None:
+        """``exclusive=True`` (nobody else ever owned the session): the survey's snapshots and
+        segments are the whole load, with no listing after it; without a survey it is refused."""
+        writer = SessionStore(store, "w1")
+        doc = Doc()
+        await writer.append_updates("s1", [("a", text_update("one ", doc))])
+        await writer.compact("s1")
+        await writer.append_updates("s1", [("a", text_update("two", doc))])
+        survey = await writer.survey("s1")
+        assert len(survey.snapshots) == 1 and len(survey.segments) == 1
+        lists: list[str] = []
+
+        class Counting(HookedStore):
+            async def list(self, prefix: str) -> list[str]:
+                lists.append(prefix)
+                return await self.inner.list(prefix)
+
+        async def nothing() -> None:
+            return None
+
+        reader = SessionStore(Counting(store, "", "", nothing), "r")
+        loaded = await reader.load("s1", survey, exclusive=True)
+        assert text_of(loaded.docs["a"]) == "one two" and lists == []
+        assert text_of((await reader.load("s1", survey)).docs["a"]) == "one two"
+        assert lists == ["sessions/s1/snapshots/"]
+        with pytest.raises(ValueError):
+            await reader.load("s1", exclusive=True)
+
     async def test_load_gives_up_after_bounded_attempts(self, store: Store) -> None:
         """If objects keep vanishing, load reports storage as unavailable rather than spin."""
 

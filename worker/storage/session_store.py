@@ -20,6 +20,8 @@ The no-loss invariant rests on three rules, all enforced here once for every sto
    ``Survey``: it lists ``snapshots/`` too, before ``updates/`` in key order, so those are
    ignored and ``snapshots/`` is listed again after it.)  A listed object that vanishes
    before it is read makes load re-list and try again; it never returns a state missing data.
+   Only a worker that owns or owned a session compacts it (``worker.flusher``), so the load of
+   a session nobody ever owned (``exclusive``) takes its one listing as complete.
 
 Yjs merges are commutative, associative and idempotent, so merging an update twice (a segment and
 a snapshot that already contains it, or two overlapping snapshots) is harmless.
@@ -143,6 +145,11 @@ class Survey:
         return [k for k in self.sizes if k.startswith(start) and k.endswith(".seg")]
 
     @property
+    def snapshots(self) -> list[str]:
+        start = self.prefix + SNAPSHOTS
+        return [k for k in self.sizes if k.startswith(start) and k.endswith(".snap")]
+
+    @property
     def has_meta(self) -> bool:
         return self.prefix + META in self.sizes
 
@@ -219,13 +226,18 @@ class SessionStore(SessionHistory):
         prefix = _prefix(session_id)
         return Survey(prefix, await self.store.list_sizes(prefix))
 
-    async def load(self, session_id: str, survey: Survey | None = None) -> LoadedSession:
+    async def load(
+        self, session_id: str, survey: Survey | None = None, *, exclusive: bool = False
+    ) -> LoadedSession:
         """Merge every snapshot and segment present; raise rather than return partial state.
 
         Starts from ``survey`` when given (a listing of the session taken before this call,
         one its caller knows is complete: ``Claim.first``), else from a new one. Then lists
         ``snapshots/`` again (rule 3: the survey listed the segments before that) and reads the
-        metadata only when the survey saw it, at the same time.
+        metadata only when the survey saw it, at the same time. ``exclusive``: the caller knows
+        that no compaction can have run since before the survey (nobody but the caller ever
+        owned the session, and only owners compact), so the survey's snapshots are complete
+        too and ``snapshots/`` is not listed again.
 
         Memory: each object is decoded as soon as its listing is complete and its raw bytes
         dropped; a document found in one object only (a compacted session) is used as stored,
@@ -234,12 +246,14 @@ class SessionStore(SessionHistory):
         prefix = _prefix(session_id)
         cache: dict[str, bytes] = {}  # objects are immutable, so bytes read once stay valid
         if survey is None:
+            if exclusive:
+                raise ValueError("an exclusive load needs the survey taken before the claim")
             survey = await self.survey(session_id)
         elif survey.prefix != prefix:
             raise ValueError(f"a survey of {survey.prefix!r} cannot load {prefix!r}")
         snapshots, meta = await _both(
-            self._list_snapshots(prefix),
-            self.get_meta(session_id) if survey.has_meta else _none(),
+            _constant(survey.snapshots) if exclusive else self._list_snapshots(prefix),
+            self.get_meta(session_id) if survey.has_meta else _constant(None),
         )
         keys = sorted(survey.segments + snapshots)
         for attempt in range(_LOAD_ATTEMPTS):
@@ -461,8 +475,8 @@ A = TypeVar("A")
 B = TypeVar("B")
 
 
-async def _none() -> None:
-    return None
+async def _constant(value: A) -> A:
+    return value
 
 
 async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:

@@ -211,7 +211,13 @@ async def measure(
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"server": key, "name": spec.name, "shape": shape.key}
     prefix = f"b{int(time.time()) % 100000}-{shape.key}"
-    async with running(spec, extra=extra) as server, httpx.AsyncClient(timeout=5) as http:
+    # A connection per probe: one kept alive from the window's start met the server's 5 s
+    # keep-alive timeout at a 5 s window's end ("Server disconnected without sending a response").
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    async with (
+        running(spec, extra=extra) as server,
+        httpx.AsyncClient(timeout=5, limits=no_reuse) as http,
+    ):
         await asyncio.sleep(0.5)
         before = procstat.sample(server.pid)
         metrics = server.metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import anyio
@@ -16,11 +17,26 @@ from .app import create_app
 from .server import WorkerServer
 from .settings import Settings
 
+# The cyclic collector's thresholds while serving (CPython's: 700, 10, 10). A join allocates
+# long-lived objects (connection, session, documents) that every young collection scans again,
+# and a join storm set off full collections of 50-90 ms each, over the whole heap, while the
+# worker's objects hold almost no cycles (0 collected in a storm of 2,000 joins).
+GC_THRESHOLDS = (7000, 10, 10)
+
+
+def tune_gc() -> None:
+    """What start-up allocated (modules, settings, the app) lives as long as the process: it
+    is frozen out of every collection, and collections run a tenth as often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
 
 def run(settings: Settings) -> None:
     configure_logging(settings.log_format)
     app = create_app(settings)
     server = WorkerServer(app, settings)
+    tune_gc()
 
     async def drain() -> None:
         state = getattr(app.state, "worker", None)

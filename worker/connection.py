@@ -27,7 +27,7 @@ import asyncio
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from enum import Enum
 from http import HTTPStatus
 from typing import Any, Protocol, cast
@@ -195,14 +195,21 @@ class Connection(Client, asyncio.Protocol):
             if token.strip()
         ]
 
-    def accept(self, subprotocol: str | None = None) -> bool:
-        """Completes the handshake (selecting ``subprotocol``); False if the peer is gone."""
+    def accept(self, subprotocol: str | None = None, first: Sequence[bytes] = ()) -> bool:
+        """Completes the handshake (selecting ``subprotocol``); False if the peer is gone.
+
+        ``first``: binary messages to send right after the 101, in the same write (a
+        y-websocket server's opening sync step 1 and awareness): a write is a system call,
+        and on loopback the kernel delivers the data to the peer inside it."""
         response = self._response
         if self.closing or response is None or self._phase is not Phase.HANDSHAKE:
             return False
         if subprotocol:
             response.headers["Sec-WebSocket-Protocol"] = subprotocol
-        self.ws.send_response(response)
+        ws = self.ws
+        ws.send_response(response)
+        for message in first:
+            ws.send_binary(message)
         self._response = self.request = None
         self._phase = Phase.OPEN
         self._flush()
@@ -506,13 +513,19 @@ class Connection(Client, asyncio.Protocol):
         self._flush()
 
     def _flush(self) -> None:
-        """Writes what the sans-I/O protocol has queued; its end-of-stream closes the socket."""
+        """Writes what the sans-I/O protocol has queued, in one write; its end-of-stream (an
+        empty chunk, always the last) closes the socket."""
+        chunks = self.ws.data_to_send()
+        if not chunks:
+            return
         transport = self.transport
-        for chunk in self.ws.data_to_send():
-            if chunk:
-                transport.write(chunk)
-            elif not transport.is_closing():
-                transport.close()  # a server closes the TCP connection after the closing handshake
+        data = [chunk for chunk in chunks if chunk]
+        if len(data) == 1:
+            transport.write(data[0])
+        elif data:
+            transport.write(b"".join(data))
+        if len(data) < len(chunks) and not transport.is_closing():
+            transport.close()  # a server closes the TCP connection after the closing handshake
 
     def shutdown(self) -> None:
         """The worker stops (after its drain): 1012 for an open connection, 500 for one still

@@ -17,6 +17,7 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import anyio
@@ -79,8 +80,8 @@ class _Writes:
         "segments",
     )
 
-    def __init__(self) -> None:
-        self.outbox = Outbox()
+    def __init__(self, on_pending: Callable[[], None]) -> None:
+        self.outbox = Outbox(on_pending)
         self.segments = 0
         self.compacting = False
         self.compact_failed = False
@@ -121,6 +122,11 @@ class Flusher:
         self.lease_valid = lease_valid
         self.stored = stored if stored is not None else StoredBytes(metrics)
         self._state: dict[str, _Writes] = {}
+        # Sessions whose outbox may hold something unwritten (its ``on_pending`` adds them;
+        # the periodic flush drops them once they hold nothing): the ticks look at these,
+        # not at every live session (a scan of 1,000 idle sessions 8 times a second was 8 %
+        # of the event loop's samples while they joined).
+        self._pending: set[str] = set()
         self._soon: set[str] = set()  # sessions with a prompt flush scheduled
         self._limiter = anyio.CapacityLimiter(_PARALLEL_FLUSHES)
 
@@ -128,7 +134,7 @@ class Flusher:
         """The outbox of a session that is being loaded or is live here (made on first use)."""
         state = self._state.get(session_id)
         if state is None:
-            state = self._state[session_id] = _Writes()
+            state = self._state[session_id] = _Writes(partial(self._pending.add, session_id))
         return state.outbox
 
     def loaded(self, session_id: str, stored: dict[str, int], objects: int) -> None:
@@ -142,6 +148,7 @@ class Flusher:
         """The session left: its outbox is dropped (a leaving session's is empty, or its
         contents were refused back to their clients)."""
         self._state.pop(session_id, None)
+        self._pending.discard(session_id)
         self._soon.discard(session_id)
         self.stored.forget(session_id)
 
@@ -338,7 +345,7 @@ class Flusher:
         threshold = self.settings.flush_interval_ms / 1000 - tick
         log_every = self.settings.log_interval_ms / 1000
         due = []
-        for session_id, state in self._state.items():
+        for session_id, state in self._watched():
             if self._backing_off(state):
                 continue
             outbox = state.outbox
@@ -361,9 +368,21 @@ class Flusher:
                     tg.start_soon(flush_some)
         self.update_lag_metrics()
 
+    def _watched(self) -> list[tuple[str, _Writes]]:
+        """The sessions with something not yet in storage; those found clean are dropped
+        from the watch (their outbox adds them again when something is put in)."""
+        watched = []
+        for session_id in list(self._pending):
+            state = self._state.get(session_id)
+            if state is None or not state.outbox.dirty:
+                self._pending.discard(session_id)
+            else:
+                watched.append((session_id, state))
+        return watched
+
     def update_lag_metrics(self) -> tuple[int, float]:
         """(bytes held only in memory, age in seconds of the oldest of them)."""
-        outboxes = [state.outbox for state in self._state.values()]
+        outboxes = [state.outbox for _, state in self._watched()]
         oldest = [t for o in outboxes if (t := o.oldest_pending) is not None]
         unflushed = sum(o.unflushed_bytes for o in outboxes)
         age = max(0.0, time.time() - min(oldest)) if oldest else 0.0

@@ -77,6 +77,7 @@ class Outbox:
         "_bursts",
         "_inflight_bytes",
         "_log",
+        "_on_pending",
         "_updates",
         "_waiters",
         "_written_upto",
@@ -84,7 +85,10 @@ class Outbox:
         "durable_seq",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, on_pending: Callable[[], None] | None = None) -> None:
+        """``on_pending``: called whenever something is put in (the flusher's note that this
+        outbox needs a look; it is then watched until nothing in it is unwritten)."""
+        self._on_pending = on_pending
         self._updates: Unwritten[PendingUpdate] = Unwritten()
         self._buffered_bytes = 0  # of self._updates.buffered
         self._inflight_bytes = 0  # of self._updates.inflight
@@ -104,16 +108,22 @@ class Outbox:
         self._updates.buffered.append(PendingUpdate(doc, update, user, at))
         self._buffered_bytes += len(update)
         self.applied_seq += 1
+        if self._on_pending is not None:
+            self._on_pending()
         return self.applied_seq
 
     def add_entry(self, entry: dict[str, Any]) -> None:
         """A file operation's log entry (it goes with the next group commit)."""
         self._log.buffered.append(entry)
+        if self._on_pending is not None:
+            self._on_pending()
 
     def note_edit(self, doc: str, user: str, nbytes: int, *, at: float, worker: str) -> None:
         """A client's edit of ``doc``: counted into the document's open edit burst."""
         burst = self._bursts.get(doc)
         if burst is None:
+            if self._on_pending is not None:
+                self._on_pending()
             burst = self._bursts[doc] = {
                 "ts": iso_time(at),
                 "userId": user,

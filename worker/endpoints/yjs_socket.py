@@ -71,8 +71,18 @@ async def open_yjs(state: WorkerState, conn: Connection, target: str) -> None:
         refuse(conn, subprotocol, code, exc.reason)
         return
     try:
-        if not conn.accept(subprotocol):
+        if conn.closing:
             return  # the peer left while the session was being claimed or loaded
+        # The server's opening messages go out with the 101, in one write: its sync step 1
+        # and who is in the room. Nothing runs between here and ``attach`` (no await), so
+        # no update of the room can fall between what they say and the first fan-out.
+        room = session.rooms.get(doc_name)
+        snapshot = room.awareness_snapshot() if room is not None else None
+        opening = [session.sync_start(doc_name)]
+        if snapshot is not None:
+            opening.append(snapshot)
+        if not conn.accept(subprotocol, opening):
+            return
         # With authentication, edits are logged and committed under the token's user.
         conn.user_id = grant.user if grant is not None else "anonymous"
         session.attach(conn, doc_name)
@@ -83,10 +93,6 @@ async def open_yjs(state: WorkerState, conn: Connection, target: str) -> None:
     # are dropped instead and counted; the editor is expected to be read-only, as ours is).
     editor = _Editor(state, conn, session, doc_name, grant is None or grant.can_write(session_id))
     state.metrics.connections_active.labels("yjs").inc()
-    conn.send(session.sync_start(doc_name))
-    snapshot = editor.room.awareness_snapshot()
-    if snapshot is not None:
-        conn.send(snapshot)
     conn.serve(editor.handle, editor.end)
 
 

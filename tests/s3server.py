@@ -31,10 +31,8 @@ namespace's address; readiness is then still probed from this process, at ``host
 from __future__ import annotations
 
 import contextlib
-import datetime
 import errno
 import hashlib
-import hmac
 import json
 import os
 import random
@@ -55,6 +53,8 @@ from typing import Any
 
 import anyio.to_thread
 import pytest
+
+from worker.storage.s3_signing import Signer
 
 __all__ = [
     "BACKENDS",
@@ -387,34 +387,6 @@ def sigv4_headers(
     method: str, path: str, host: str, payload_sha256: str, access_key: str, secret_key: str
 ) -> dict[str, str]:
     """The headers that sign a path-style S3 request without a query string (AWS Signature V4:
-    host, payload hash and date signed): the readiness probe's, and those of a test's stand-in
-    S3 that rewrites a request and must sign it again."""
-    now = datetime.datetime.now(datetime.UTC)
-    stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
-    signed = {"host": host, "x-amz-content-sha256": payload_sha256, "x-amz-date": stamp}
-    canonical = "\n".join(
-        [
-            method,
-            path,
-            "",
-            "".join(f"{k}:{v}\n" for k, v in sorted(signed.items())),
-            ";".join(sorted(signed)),
-            payload_sha256,
-        ]
-    )
-    scope = f"{day}/us-east-1/s3/aws4_request"
-    to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()]
-    )
-    key = f"AWS4{secret_key}".encode()
-    for part in (day, "us-east-1", "s3", "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    return {
-        "x-amz-content-sha256": payload_sha256,
-        "x-amz-date": stamp,
-        "Authorization": (
-            f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
-            f"SignedHeaders={';'.join(sorted(signed))}, Signature={signature}"
-        ),
-    }
+    host, payload hash and date signed, by the worker's own signer): the readiness probe's, and
+    those of a test's stand-in S3 that rewrites a request and must sign it again."""
+    return Signer(access_key, secret_key, "us-east-1").sign(method, host, path, payload_sha256)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import BinaryIO, TypeVar
@@ -30,6 +31,7 @@ from miniopy_async.error import InvalidResponseError, S3Error, ServerError
 from miniopy_async.helpers import DictType, sha256_hash
 
 from worker.storage.base import StorageError, StorageUnavailable, check_key, check_prefix
+from worker.storage.s3_signing import Signer, object_path
 
 __all__ = ["MinioStore"]
 
@@ -71,6 +73,14 @@ class MinioStore:
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
         )
         self._session: aiohttp.ClientSession | None = None
+        # A small PUT (a flush's segment) is signed and sent here, not through miniopy-async:
+        # s3_signing's docstring. Path-style URLs only, as miniopy uses them for every
+        # endpoint but AWS's own (which get the library's virtual-host URLs), with static keys.
+        self._scheme = "https" if secure else "http"
+        self._host = f"{endpoint}:{port}"
+        self._lean = bool(access_key and secret_key) and not endpoint.endswith("amazonaws.com")
+        self._signer: Signer | None = None
+        self._keys = (access_key, secret_key)
         self._bucket_ready = False
         self._bucket_lock = anyio.Lock()
         self._closed = False
@@ -81,6 +91,9 @@ class MinioStore:
 
     async def put(self, key: str, data: bytes) -> None:
         check_key(key)
+        if self._lean and len(data) <= _INLINE_HASH_BYTES:
+            await self._call("put", key, lambda: self._lean_put(key, data))
+            return
 
         async def put() -> None:
             # One plain PUT (part_size == length), which S3 makes visible all at once: atomic.
@@ -205,6 +218,29 @@ class MinioStore:
         except (S3Error, ServerError, InvalidResponseError, aiohttp.ClientError, OSError) as exc:
             raise _map_error(op, key, exc) from exc
 
+    async def _lean_put(self, key: str, data: bytes) -> None:
+        """One signed PUT over the store's aiohttp session; errors as miniopy-async raises them
+        (an S3 error document as ``S3Error``, a 5xx without one as ``ServerError``), so
+        ``_call`` maps and retries them the same way."""
+        assert self._session is not None  # _call made it
+        if self._signer is None:
+            region = await self._client._get_region(self.bucket)  # private API: cached by it
+            self._signer = Signer(*self._keys, region)
+        path = object_path(self.bucket, key)
+        headers = self._signer.sign(
+            "PUT",
+            self._host,
+            path,
+            sha256_hash(data) if data else _EMPTY_SHA256,
+            {"content-type": "application/octet-stream"},
+        )
+        url = f"{self._scheme}://{self._host}{path}"
+        async with self._session.put(url, data=data, headers=headers) as response:
+            if response.status == 200:
+                return
+            body = await response.read()
+            raise _error_of(response, body, key)
+
     async def _ensure_bucket(self) -> None:
         if self._closed:
             raise RuntimeError("MinioStore used after aclose()")
@@ -229,6 +265,24 @@ class MinioStore:
                 if exc.code not in _BUCKET_TAKEN:  # another worker may have won the race
                     raise
         self._bucket_ready = True
+
+
+def _error_of(response: aiohttp.ClientResponse, body: bytes, key: str) -> Exception:
+    """What miniopy-async would raise for this answer to a PUT of ``key``."""
+    if body and "xml" in response.headers.get("Content-Type", ""):
+        try:
+            return S3Error.fromxml(response, body.decode("utf-8", "replace"))
+        except ET.ParseError:
+            pass
+    if response.status >= 500:
+        status = response.status
+        return ServerError(f"server failed with HTTP status code {status}", status)
+    code = {403: "AccessDenied", 404: "NoSuchBucket"}.get(response.status)
+    if code is not None:
+        return S3Error(code, code, key, None, None, response, object_name=key)
+    return InvalidResponseError(
+        response.status, response.headers.get("Content-Type"), body.decode("utf-8", "replace")
+    )
 
 
 def _map_error(op: str, key: str | None, exc: Exception) -> StorageError:

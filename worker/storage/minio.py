@@ -7,6 +7,10 @@ Choices that differ from the client library's defaults, and why:
   the worker has its own retry-with-backoff loop and must report the outage in readiness within
   seconds.  aiohttp still transparently retries an idempotent request once when a pooled
   keep-alive connection turns out to be dead (e.g. after the server restarted).
+* A small PUT (a flush's segment, the request a busy worker makes most) is signed by the
+  worker (``worker.storage.s3_signing``) and sent on the same aiohttp session; everything else
+  (reads, listings, conditional writes, large objects, AWS's own endpoints) goes through the
+  library. Its errors are raised as the library's, so they map the same way.
 * The bucket is created on first use, and again whenever a request reports ``NoSuchBucket``.
   A missing bucket at runtime is the same situation as a missing bucket at start-up (an empty
   store); re-creating it lets a restarted, empty S3 server take writes again without restarting

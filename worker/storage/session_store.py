@@ -362,10 +362,6 @@ class SessionStore(SessionHistory):
         rows.sort(key=lambda row: row[:3])
         return [row[3] for row in rows], keys
 
-    async def log_bytes(self, session_id: str) -> int:
-        """The bytes of the session's operations log (one sized listing)."""
-        return sum((await self.store.list_sizes(_prefix(session_id) + LOG)).values())
-
     # -- metadata and listing --------------------------------------------------------------
 
     async def get_meta(self, session_id: str) -> SessionMeta | None:

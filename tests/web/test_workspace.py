@@ -306,6 +306,11 @@ class TestConnection:
             assert owner is not None
             await p.admin("POST", f"/admin/workers/{owner}/drain")
             await eventually(lambda: _owner_changed(p, "moving", owner), what="the session moved")
+            # The session moves as soon as one client reconnects; the other's 'draining' close
+            # may still be on its way, and its page still connected to the old worker then.
+            await alice.page.wait_for_function(
+                "window.__states.some(s => s.startsWith('reconnecting|') && s.includes('draining'))"
+            )
             for who in (alice, bob):
                 await who.wait_connected()
             states: list[str] = await alice.page.evaluate("window.__states")

@@ -13,6 +13,7 @@ because storage is down (reported, retried, the Pod kept until it holds nothing)
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -30,7 +31,7 @@ from ops.swarm_autoscaler import members_of
 from tests.jsclient import js_client, requires_node
 from tests.operator.harness import TOKEN, Cluster, cluster
 from tests.pool import sessions_owned_by
-from tests.s3server import S3Server, free_port, start_s3_server
+from tests.s3server import S3Server, start_s3_server
 from tests.support import JsonClient, wait_until
 
 Obj = dict[str, Any]
@@ -248,32 +249,36 @@ async def test_a_round_that_cannot_read_the_router_is_skipped_and_reported(
 ) -> None:
     """No router answers at spec.routerUrl: no scaling decision, a RoundSkipped Event and a
     Degraded condition; the Pods the last desired count needs are still made."""
-    closed = f"http://127.0.0.1:{free_port()}"
-    async with cluster(
-        tmp_path, s3_server, f"op-{uuid.uuid4().hex[:12]}", minWorkers=2, routerUrl=closed
-    ) as c:
-        status = await c.wait_status(lambda s: bool(s.get("lastRoundError")), 30, "an error")
-        assert f"cannot reach the router at {closed}" in status["lastRoundError"]
-        degraded = {x["type"]: x for x in status["conditions"]}["Degraded"]
-        assert (degraded["status"], degraded["reason"]) == ("True", "RouterUnreachable")
-        assert status.get("lastDecision") is None and status["desiredWorkers"] == 2
-        await c.wait_event("RoundSkipped: cannot read")
-        deadline = time.monotonic() + 30
-        while len(await c.pods()) < 2:
-            assert time.monotonic() < deadline, "no Pods were made"
-            await anyio.sleep(0.2)
-        await anyio.sleep(1.5)  # a few more rounds: still exactly the minimum, nothing drained
-        assert len(await c.pods()) == 2 and not (await c.status())["drains"]
-        # The operator itself is alive (the Deployment's liveness probe asks this endpoint).
-        async with httpx.AsyncClient() as http:
-            with anyio.fail_after(20):
-                while True:
-                    try:
-                        if (await http.get(c.liveness, timeout=5)).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    await anyio.sleep(0.2)
+    # A port bound here and never listened on refuses connections, and no worker of the
+    # cluster can be given it (a port merely found free was, once: it answered 404).
+    with socket.socket() as hold:
+        hold.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{hold.getsockname()[1]}"
+        async with cluster(
+            tmp_path, s3_server, f"op-{uuid.uuid4().hex[:12]}", minWorkers=2, routerUrl=closed
+        ) as c:
+            status = await c.wait_status(lambda s: bool(s.get("lastRoundError")), 30, "an error")
+            assert f"cannot reach the router at {closed}" in status["lastRoundError"]
+            degraded = {x["type"]: x for x in status["conditions"]}["Degraded"]
+            assert (degraded["status"], degraded["reason"]) == ("True", "RouterUnreachable")
+            assert status.get("lastDecision") is None and status["desiredWorkers"] == 2
+            await c.wait_event("RoundSkipped: cannot read")
+            deadline = time.monotonic() + 30
+            while len(await c.pods()) < 2:
+                assert time.monotonic() < deadline, "no Pods were made"
+                await anyio.sleep(0.2)
+            await anyio.sleep(1.5)  # a few more rounds: still exactly the minimum, nothing drained
+            assert len(await c.pods()) == 2 and not (await c.status())["drains"]
+            # The operator itself is alive (the Deployment's liveness probe asks this endpoint).
+            async with httpx.AsyncClient() as http:
+                with anyio.fail_after(20):
+                    while True:
+                        try:
+                            if (await http.get(c.liveness, timeout=5)).status_code == 200:
+                                break
+                        except httpx.HTTPError:
+                            pass
+                        await anyio.sleep(0.2)
 
 
 async def test_an_invalid_spec_is_reported_once_and_nothing_is_made(
